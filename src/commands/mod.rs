@@ -1,0 +1,184 @@
+//! The five commands, and what they share: the context (config + API client), fetching the
+//! fleet in O(pages) requests, rendering, and installing the HAProxy config.
+
+pub mod create;
+pub mod delete;
+pub mod generate;
+pub mod print;
+pub mod reload;
+
+use crate::config::Config;
+use crate::digitalocean::{Client, Droplet};
+use crate::haproxy::{self, Applied, RenderContext, Server};
+use crate::inventory::{Inventory, Lock};
+use anyhow::Result;
+use std::collections::HashMap;
+use std::io::Write;
+
+/// Everything a command needs.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The validated config.
+    pub cfg: Config,
+    /// The API client.
+    pub client: Client,
+}
+
+impl Ctx {
+    /// Builds the API client for `cfg`.
+    pub fn new(cfg: Config) -> Result<Ctx> {
+        let client = Client::new(&cfg.api_url, &cfg.token, cfg.api_timeout, cfg.retry.clone())?;
+        Ok(Ctx { cfg, client })
+    }
+
+    /// Takes the inventory/config lock.
+    pub fn lock(&self) -> Result<Lock> {
+        Lock::acquire(&self.cfg.inventory_file, self.cfg.lock_timeout)
+    }
+
+    /// The frontend's `ip:port`: configured, or the droplet's public IPv4 on port 80.
+    pub async fn frontend_bind(&self) -> Result<String> {
+        match &self.cfg.frontend_bind {
+            Some(b) => Ok(b.clone()),
+            None => Ok(format!(
+                "{}:80",
+                crate::metadata::public_ipv4(&self.cfg.metadata_url).await?
+            )),
+        }
+    }
+}
+
+/// Prints a line on stdout; a closed pipe (`doproxy print | head -1`) is not an error.
+pub fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Prints a warning on stderr.
+pub fn warn(line: &str) {
+    eprintln!("doproxy: warning: {line}");
+}
+
+/// Prints progress on stderr.
+pub fn note(line: &str) {
+    eprintln!("doproxy: {line}");
+}
+
+/// What the API says about the inventory's droplets.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    /// Droplets found, by ID.
+    pub by_id: HashMap<u64, Droplet>,
+    /// Droplets carrying the doproxy tag that are not in the inventory.
+    pub orphans: Vec<Droplet>,
+}
+
+impl Fleet {
+    /// Lists the tagged droplets (ceil(N/200) requests) and looks up individually only the
+    /// inventory IDs the listing did not return (e.g. droplets made by the Ruby DOProxy,
+    /// which carry no tag).
+    pub async fn fetch(ctx: &Ctx, inv: &Inventory) -> Result<Fleet> {
+        let tag = ctx.cfg.droplet.doproxy_tag();
+        let tagged = ctx.client.list_by_tag(tag).await?;
+        let mut by_id: HashMap<u64, Droplet> = HashMap::new();
+        let mut orphans = Vec::new();
+        for d in tagged {
+            if inv.ids.contains(&d.id) {
+                by_id.insert(d.id, d);
+            } else {
+                orphans.push(d);
+            }
+        }
+        for id in &inv.ids {
+            if !by_id.contains_key(id) {
+                if let Some(d) = ctx.client.get_droplet(*id).await? {
+                    by_id.insert(*id, d);
+                }
+            }
+        }
+        Ok(Fleet { by_id, orphans })
+    }
+
+    /// The servers for the config: ready droplets in inventory order, minus `exclude`.
+    /// Entries left out are reported on stderr (they stay in the inventory).
+    pub fn servers(&self, inv: &Inventory, exclude: Option<u64>) -> Vec<Server> {
+        let mut out = Vec::new();
+        for (n, id) in inv.ids.iter().enumerate() {
+            if Some(*id) == exclude {
+                continue;
+            }
+            match self.by_id.get(id) {
+                None => warn(&format!(
+                    "inventory line {n}: droplet {id} does not exist (deleted outside doproxy?); left out of the config"
+                )),
+                Some(d) if !d.is_ready() => warn(&format!(
+                    "inventory line {n}: droplet {id} ({}) is {}{}; left out of the config until it is ready",
+                    d.name,
+                    d.status,
+                    if d.status == "active" { " without a private IPv4 address yet" } else { "" }
+                )),
+                Some(d) => match Server::from_droplet(d) {
+                    Some(s) => out.push(s),
+                    None => warn(&format!("inventory line {n}: droplet {id} has no usable private address")),
+                },
+            }
+        }
+        out
+    }
+
+    /// Warns about tagged droplets missing from the inventory.
+    pub fn warn_orphans(&self, cfg: &Config) {
+        for d in &self.orphans {
+            warn(&format!(
+                "droplet {} ({}) carries the tag {:?} but is not in {}; add its ID to the inventory to manage it, or delete it",
+                d.id,
+                d.name,
+                cfg.droplet.doproxy_tag(),
+                cfg.inventory_file.display()
+            ));
+        }
+    }
+}
+
+/// The template source and its name, plus the frontend's bind address. The template is
+/// loaded first: a local mistake is reported before any network lookup.
+pub async fn prepare(ctx: &Ctx) -> Result<Prepared> {
+    let (template, name) = haproxy::load_template(&ctx.cfg)?;
+    let bind = ctx.frontend_bind().await?;
+    Ok(Prepared {
+        template,
+        name,
+        bind,
+    })
+}
+
+/// What [`prepare`] returns.
+#[derive(Debug)]
+pub struct Prepared {
+    template: String,
+    name: String,
+    bind: String,
+}
+
+/// Renders the config for `servers`.
+pub fn render(ctx: &Ctx, p: &Prepared, servers: &[Server]) -> Result<String> {
+    haproxy::render(
+        &p.template,
+        &p.name,
+        &RenderContext {
+            droplets: servers,
+            backend_port: ctx.cfg.backend_port,
+            frontend_bind: &p.bind,
+            haproxy: &ctx.cfg.haproxy,
+        },
+    )
+}
+
+/// Renders, validates, installs and reloads (only when changed, unless `force`). The
+/// caller holds the lock.
+pub async fn sync_haproxy(ctx: &Ctx, servers: &[Server], force: bool) -> Result<Applied> {
+    let p = prepare(ctx).await?;
+    let rendered = render(ctx, &p, servers)?;
+    haproxy::apply(&ctx.cfg, &rendered, servers, force).await
+}

@@ -1,0 +1,174 @@
+//! The inventory: one decimal droplet ID a line, in creation order (the Ruby DOProxy's
+//! format). `print` numbers entries from 0 and `delete N` takes that number. Also the lock
+//! that serializes every change to the inventory and the HAProxy config across processes.
+
+use crate::fsutil;
+use anyhow::{bail, Context, Result};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The parsed inventory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Droplet IDs in file order; index = the number `print` shows.
+    pub ids: Vec<u64>,
+}
+
+impl Inventory {
+    /// Parses inventory text. Blank lines and CRLF endings are tolerated (they are dropped
+    /// when the file is next written); anything else that is not a droplet ID, or an ID
+    /// listed twice, is an error naming the line.
+    pub fn parse(name: &str, text: &str) -> Result<Inventory> {
+        let mut ids: Vec<u64> = Vec::new();
+        let mut first_line: Vec<usize> = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let lineno = i + 1;
+            let line = raw.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let id: u64 = match line.parse() {
+                Ok(n) if n > 0 && line.bytes().all(|b| b.is_ascii_digit()) => n,
+                _ => bail!("{name}:{lineno}: invalid droplet id {line:?} (expected one decimal droplet ID per line)"),
+            };
+            if let Some(pos) = ids.iter().position(|&x| x == id) {
+                bail!(
+                    "{name}:{lineno}: droplet id {id} is already listed at line {}; remove one of the two lines",
+                    first_line[pos]
+                );
+            }
+            ids.push(id);
+            first_line.push(lineno);
+        }
+        Ok(Inventory { ids })
+    }
+
+    /// The file's text: one ID a line, LF endings.
+    pub fn render(&self) -> String {
+        self.ids.iter().map(|id| format!("{id}\n")).collect()
+    }
+
+    /// Reads and parses the inventory file.
+    pub fn load(path: &Path) -> Result<Inventory> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "inventory file {} doesn't exist; create an empty one (touch {}) to start",
+                path.display(),
+                path.display()
+            ),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot read inventory file {}", path.display()))
+            }
+        };
+        Self::parse(&path.display().to_string(), &text)
+    }
+
+    /// Writes the inventory atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        fsutil::write_atomic(path, self.render().as_bytes())
+            .with_context(|| format!("cannot write inventory file {}", path.display()))
+    }
+
+    /// The ID at entry `n` (as `print` numbers them).
+    pub fn get(&self, n: usize) -> Option<u64> {
+        self.ids.get(n).copied()
+    }
+}
+
+/// An exclusive lock over the inventory and the HAProxy config, held until dropped.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl Lock {
+    /// Takes the lock beside `inventory` (`<inventory>.lock`), waiting up to `timeout` for
+    /// another doproxy process to release it. The OS releases it if the holder dies.
+    pub fn acquire(inventory: &Path, timeout: Duration) -> Result<Lock> {
+        let mut name = inventory.file_name().unwrap_or_default().to_os_string();
+        name.push(".lock");
+        let path = fsutil::parent_dir(inventory).join(name);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        let started = Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Lock { _file: file, path }),
+                Err(TryLockError::WouldBlock) => {
+                    if started.elapsed() >= timeout {
+                        bail!(
+                            "another doproxy is still holding {} after {:.0?}; try again later",
+                            path.display(),
+                            timeout
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+                }
+            }
+        }
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_original_format() {
+        let inv = Inventory::parse("inventory", "7384013\n7384014\n").unwrap();
+        assert_eq!(inv.ids, vec![7384013, 7384014]);
+        assert_eq!(inv.render(), "7384013\n7384014\n");
+    }
+
+    #[test]
+    fn tolerates_crlf_blank_lines_and_missing_final_newline() {
+        let inv = Inventory::parse("inventory", "1\r\n\r\n  2  \n\n3").unwrap();
+        assert_eq!(inv.ids, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = Inventory::parse("inv", "1\nabc\n").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "inv:2: invalid droplet id \"abc\" (expected one decimal droplet ID per line)"
+        );
+        let e = Inventory::parse("inv", "1\n2\n1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("inv:3: droplet id 1 is already listed at line 1"),
+            "{e}"
+        );
+        for bad in ["-1", "0", "+5", "1.5", "1 2", "99999999999999999999999"] {
+            assert!(Inventory::parse("inv", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lock_excludes_a_second_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = dir.path().join("inventory");
+        let held = Lock::acquire(&inv, Duration::from_secs(1)).unwrap();
+        let e = Lock::acquire(&inv, Duration::from_millis(50)).unwrap_err();
+        assert!(e.to_string().contains("another doproxy"), "{e}");
+        drop(held);
+        Lock::acquire(&inv, Duration::from_millis(50)).unwrap();
+    }
+}

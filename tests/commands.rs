@@ -1,0 +1,234 @@
+//! Each command's behaviour against do-sim (check and reload commands are stand-ins here;
+//! the walkthrough and the failure tests use a real HAProxy).
+
+use crate::support::*;
+
+fn success_ids(stdout: &str) -> Vec<u64> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("Success: ")?
+                .strip_suffix(" created and added to backend.")?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[test]
+fn no_arguments_lists_the_five_commands() {
+    let env = TestEnv::new();
+    let r = env.run(&[]).ok();
+    for cmd in [
+        "print",
+        "create",
+        "delete <LINE_NUMBER>",
+        "reload",
+        "generate",
+    ] {
+        assert!(r.stdout.contains(&format!("doproxy {cmd}")), "{}", r.stdout);
+    }
+    assert!(env.sim.requests().is_empty());
+}
+
+#[test]
+fn create_count_records_tags_and_renders_every_droplet() {
+    let env = TestEnv::new();
+    let r = env.run(&["create", "--count", "3"]).ok();
+    let ids = success_ids(&r.stdout);
+    assert_eq!(ids.len(), 3, "{}", r.stdout);
+    let mut inv = env.inventory();
+    inv.sort();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(inv, sorted);
+    let droplets = env.sim.droplets();
+    assert_eq!(droplets.len(), 3);
+    for d in &droplets {
+        assert!(d.tags.contains(&"doproxy".to_string()), "{d:?}");
+        assert_eq!(
+            d.user_data.as_deref(),
+            Some("#cloud-config\nruncmd:\n  - echo hi\n")
+        );
+        let line = format!(
+            "server www-{} {}:{} check # id:{}, hostname:{}",
+            d.id,
+            d.private_ipv4.as_ref().unwrap(),
+            env.backend_port,
+            d.id,
+            d.name
+        );
+        assert!(
+            env.server_lines().contains(&line),
+            "{line} not in {:?}",
+            env.server_lines()
+        );
+    }
+    // Three names in one API request (multi-create), not three.
+    let posts = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(posts, 1);
+    // The rendered copy (haproxy_cfg_file) and the installed one agree.
+    assert_eq!(env.read("haproxy.cfg"), env.installed());
+}
+
+#[test]
+fn stale_inventory_entry_is_reported_never_dropped() {
+    let env = TestEnv::new();
+    let r = env.run(&["create", "--count", "2"]).ok();
+    let ids = success_ids(&r.stdout);
+    let gone = env.inventory()[0];
+    assert!(env.sim.delete_droplet_direct(gone));
+    let r = env.run(&["print"]).ok();
+    assert!(
+        r.stdout.starts_with(&format!(
+            "0) (missing)  (pvt ip: , status: missing, id: {gone})\n"
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains(&format!("droplet {gone} does not exist")),
+        "{}",
+        r.stderr
+    );
+    let r = env.run(&["reload"]).ok();
+    assert!(
+        r.stderr.contains(&format!("droplet {gone} does not exist")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(env.inventory().len(), 2, "stale line kept");
+    assert_eq!(env.server_lines().len(), 1);
+    assert!(ids.contains(&gone));
+    // delete of the stale line converges: removes it (404 on delete means gone).
+    env.run(&["delete", "0"]).ok();
+    assert_eq!(env.inventory().len(), 1);
+}
+
+#[test]
+fn print_reports_tagged_droplets_missing_from_the_inventory() {
+    let env = TestEnv::new();
+    let orphan = env
+        .sim
+        .create_droplet_direct("auto-nginx-orphan", &["doproxy"]);
+    let other = env.sim.create_droplet_direct("unrelated", &["web"]);
+    let r = env.run(&["print"]).ok();
+    assert_eq!(
+        r.stdout,
+        "The inventory file is empty. Use the create command.\n"
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "droplet {orphan} (auto-nginx-orphan) carries the tag \"doproxy\""
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains(&other.to_string()));
+}
+
+#[test]
+fn reload_only_when_the_config_changed() {
+    let env = TestEnv::new();
+    let count = env.path("reloads");
+    let text = env.config_text("").replace(
+        "reload_command: 'true'",
+        &format!("reload_command: 'echo x >> {}'", count.display()),
+    );
+    env.write("doproxy.yml", &text);
+    env.run(&["reload"]).ok();
+    let r = env.run(&["reload"]).ok();
+    assert!(r.stderr.contains("up to date"), "{}", r.stderr);
+    assert_eq!(env.read("reloads").lines().count(), 1);
+    env.run(&["reload", "--force"]).ok();
+    assert_eq!(env.read("reloads").lines().count(), 2);
+}
+
+#[test]
+fn generate_renders_without_installing() {
+    let env = TestEnv::new();
+    env.sim.create_droplet_direct("x", &["doproxy"]);
+    env.run(&["generate"]).ok();
+    assert!(env.read("haproxy.cfg").contains("backend www-backend"));
+    assert!(!env.path("etc/haproxy.cfg").exists());
+    // Nothing that changes anything was asked of the API.
+    assert!(env.sim.requests().iter().all(|r| r.method == "GET"));
+}
+
+#[test]
+fn original_config_and_inventory_load_unchanged() {
+    let env = TestEnv::new();
+    let a = env.sim.create_droplet_direct("auto-nginx-0", &[]);
+    let b = env.sim.create_droplet_direct("auto-nginx-1", &[]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Shaped exactly like the Ruby DOProxy's doproxy.yml.sample and inventory file.
+    env.write(
+        "doproxy.yml",
+        "---\ntoken: sim-token-7f3a9c\nssh_key_ids:\n  - 163420\nuserdata_file: user-data.yml\n\nhaproxy_cfg_file: haproxy.cfg\nhaproxy_cfg_path: /etc/haproxy\nhaproxy_template_file: haproxy.cfg.erb\n\n\ninventory_file: inventory\n\ndroplet_options:\n  hostname_prefix: auto-nginx\n  region: nyc3\n  size: 1gb\n  image: ubuntu-16-04-x64\n",
+    );
+    env.write("inventory", &format!("{a}\n{b}\n"));
+    let r = env
+        .run_env(&["print"], &[("DIGITALOCEAN_API_URL", &env.sim.url())])
+        .ok();
+    let lines: Vec<_> = r
+        .stdout
+        .lines()
+        .map(|l| parse_print_line(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!((lines[0].1.as_str(), lines[0].4), ("auto-nginx-0", a));
+    assert_eq!(
+        (lines[1].1.as_str(), lines[1].3.as_str(), lines[1].4),
+        ("auto-nginx-1", "active", b)
+    );
+    // The ERB template it names cannot be used: a clear error, exit 2.
+    env.write("haproxy.cfg.erb", "bind <%= x %>:80\n");
+    let r = env
+        .run_env(&["generate"], &[("DIGITALOCEAN_API_URL", &env.sim.url())])
+        .code(2);
+    assert!(
+        r.stderr.contains("ERB template") && r.stderr.contains("haproxy.cfg.erb"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn token_from_environment() {
+    let env = TestEnv::new();
+    let text = env
+        .config_text("")
+        .replace(&format!("token: {TOKEN}\n"), "");
+    env.write("doproxy.yml", &text);
+    env.run(&["print"]).code(2);
+    env.run_env(&["print"], &[("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)])
+        .ok();
+    env.run_env(&["print"], &[("DIGITALOCEAN_TOKEN", TOKEN)])
+        .ok();
+}
+
+#[test]
+fn config_flag_and_relative_paths() {
+    let env = TestEnv::new();
+    let r = std::process::Command::new(env!("CARGO_BIN_EXE_doproxy"))
+        .args([
+            "--config",
+            &env.path("doproxy.yml").display().to_string(),
+            "print",
+        ])
+        .current_dir("/")
+        .env_remove("DIGITALOCEAN_ACCESS_TOKEN")
+        .env_remove("DIGITALOCEAN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "The inventory file is empty. Use the create command.\n"
+    );
+}

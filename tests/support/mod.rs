@@ -1,0 +1,379 @@
+//! The test harness: a temp dir with a `doproxy.yml` pointing at a fresh do-sim, an
+//! optional HAProxy on a free loopback port (started and reloaded by doproxy's own reload
+//! command), and helpers to run the binary and make requests through HAProxy.
+
+#![allow(dead_code)]
+
+use do_sim::{Sim, SimOptions};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The simulator's token in every test config.
+pub const TOKEN: &str = "sim-token-7f3a9c";
+
+/// True when HAProxy can be used; when `CI` is set a missing HAProxy fails the test instead
+/// of skipping it.
+pub fn haproxy_available() -> bool {
+    let found = Command::new("haproxy")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("HAProxy is not installed, and CI is set: integration tests that need it must not be skipped");
+        }
+        eprintln!(
+            "SKIPPED: haproxy is not installed (install it, or set CI to make this a failure)"
+        );
+    }
+    found
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Simulator options for fast tests: droplets active after 100 ms and serving their page.
+pub fn fast_sim_options() -> SimOptions {
+    SimOptions {
+        token: TOKEN.to_string(),
+        active_after: Duration::from_millis(100),
+        serve_apps: true,
+        backend_port: free_port(),
+        droplet_limit: 100,
+        rate_limit_per_minute: None,
+        ..SimOptions::default()
+    }
+}
+
+/// One test's world.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub sim: Sim,
+    pub frontend_port: u16,
+    pub backend_port: u16,
+    haproxy: bool,
+}
+
+/// The result of one doproxy run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts success and returns self.
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    /// Asserts the exit code and returns self.
+    pub fn code(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl TestEnv {
+    /// A config pointing at a fresh simulator; no HAProxy (check and reload are `true`).
+    pub fn new() -> TestEnv {
+        Self::with_options(fast_sim_options(), false)
+    }
+
+    /// Like [`TestEnv::new`] with a real HAProxy, started by the first reload.
+    pub fn with_haproxy() -> TestEnv {
+        Self::with_options(fast_sim_options(), true)
+    }
+
+    /// Full control over the simulator.
+    pub fn with_options(opts: SimOptions, haproxy: bool) -> TestEnv {
+        let backend_port = opts.backend_port;
+        let sim = Sim::start(opts).expect("start do-sim");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("inventory"), "").unwrap();
+        std::fs::write(
+            dir.path().join("user-data.yml"),
+            "#cloud-config\nruncmd:\n  - echo hi\n",
+        )
+        .unwrap();
+        let env = TestEnv {
+            dir,
+            sim,
+            frontend_port: free_port(),
+            backend_port,
+            haproxy,
+        };
+        env.write_config("");
+        env
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_default()
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        std::fs::write(self.path(rel), text).unwrap();
+    }
+
+    /// The config text, with `extra` YAML appended at the top level.
+    pub fn config_text(&self, extra: &str) -> String {
+        let d = self.dir.path().display();
+        let (check, reload) = if self.haproxy {
+            (
+                "haproxy -dW -c -f {config}".to_string(),
+                format!(
+                    "if [ -s {d}/haproxy.pid ] && kill -0 $(cat {d}/haproxy.pid) 2>/dev/null; then kill -USR2 $(cat {d}/haproxy.pid); else haproxy -W -D -p {d}/haproxy.pid -S {d}/master.sock -f {{config}}; fi"
+                ),
+            )
+        } else {
+            ("true".to_string(), "true".to_string())
+        };
+        format!(
+            r#"token: {TOKEN}
+ssh_key_ids:
+  - 163420
+userdata_file: user-data.yml
+haproxy_cfg_file: haproxy.cfg
+haproxy_cfg_path: etc
+inventory_file: inventory
+droplet_options:
+  hostname_prefix: auto-nginx
+  region: nyc3
+  size: s-1vcpu-1gb
+  image: ubuntu-24-04-x64
+api_url: {api}
+metadata_url: {api}
+backend_port: {bp}
+frontend_bind: 127.0.0.1:{fp}
+check_command: '{check}'
+reload_command: '{reload}'
+wait_timeout: 20s
+poll_interval: 50ms
+not_found_grace: 2s
+api_timeout: 5s
+lock_timeout: 30s
+drain_timeout: 2s
+retry:
+  max_attempts: 6
+  min_delay: 10ms
+  max_delay: 200ms
+  budget: 5s
+haproxy:
+  chroot: null
+  user: null
+  group: null
+  log: null
+  stats_socket: {d}/admin.sock
+  noreuseport: true
+  check_inter: 500ms
+{extra}"#,
+            api = self.sim.url(),
+            bp = self.backend_port,
+            fp = self.frontend_port,
+        )
+    }
+
+    pub fn write_config(&self, extra: &str) {
+        self.write("doproxy.yml", &self.config_text(extra));
+    }
+
+    /// Runs doproxy with `args` in the temp dir (so `./doproxy.yml` is found).
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_doproxy"));
+        cmd.args(args).current_dir(self.dir.path());
+        for k in [
+            "DIGITALOCEAN_ACCESS_TOKEN",
+            "DIGITALOCEAN_TOKEN",
+            "DIGITALOCEAN_API_URL",
+            "DOPROXY_CONFIG",
+        ] {
+            cmd.env_remove(k);
+        }
+        // Defence in depth: even a config without metadata_url never reaches the real
+        // metadata address from a test.
+        cmd.env("DOPROXY_METADATA_URL", self.sim.url());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out: Output = cmd.output().expect("run doproxy");
+        let run = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert!(
+            !run.stdout.contains(TOKEN) && !run.stderr.contains(TOKEN),
+            "the token leaked into doproxy's output: {run:?}"
+        );
+        run
+    }
+
+    /// The inventory's IDs.
+    pub fn inventory(&self) -> Vec<u64> {
+        self.read("inventory")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    }
+
+    /// The installed config.
+    pub fn installed(&self) -> String {
+        self.read("etc/haproxy.cfg")
+    }
+
+    /// `server` lines of the installed config.
+    pub fn server_lines(&self) -> Vec<String> {
+        self.installed()
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("server "))
+            .map(String::from)
+            .collect()
+    }
+
+    pub fn frontend(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.frontend_port))
+    }
+
+    /// The HAProxy master's PID, if running.
+    pub fn haproxy_pid(&self) -> Option<i32> {
+        self.read("haproxy.pid").trim().parse().ok()
+    }
+
+    /// Sends `n` requests through HAProxy (fresh connection each) and returns the bodies of
+    /// the successful ones plus the number of failures.
+    pub fn requests(&self, n: usize) -> (Vec<String>, usize) {
+        let mut bodies = Vec::new();
+        let mut failed = 0;
+        for _ in 0..n {
+            match http_get(self.frontend(), "/") {
+                Some((200, body)) => bodies.push(body),
+                _ => failed += 1,
+            }
+        }
+        (bodies, failed)
+    }
+
+    /// Waits until requests through HAProxy reach exactly `want` distinct backends.
+    pub fn wait_distinct_backends(&self, want: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (bodies, _) = self.requests(want * 6);
+            let mut distinct: Vec<String> = bodies;
+            distinct.sort();
+            distinct.dedup();
+            if distinct.len() == want || Instant::now() >= deadline {
+                return distinct;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `haproxy -dW -c` on a file.
+    pub fn haproxy_check(&self, file: &Path) -> (bool, String) {
+        haproxy_check(file)
+    }
+}
+
+/// Runs `haproxy -dW -c -f file` (warnings fatal).
+pub fn haproxy_check(file: &Path) -> (bool, String) {
+    let out = Command::new("haproxy")
+        .arg("-dW")
+        .arg("-c")
+        .arg("-f")
+        .arg(file)
+        .output()
+        .expect("run haproxy");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // Stop the HAProxy this test started (by its pidfile's PID; TERM to the master).
+        if let Some(pid) = self.haproxy_pid() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline
+                && Command::new("kill")
+                    .arg("-0")
+                    .arg(pid.to_string())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a fresh connection; `None` on any failure.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status: u16 = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Parses the original's `print` line format.
+pub fn parse_print_line(line: &str) -> Option<(usize, String, String, String, u64)> {
+    let (n, rest) = line.split_once(") ")?;
+    let (name, rest) = rest.split_once("  (pvt ip: ")?;
+    let (ip, rest) = rest.split_once(", status: ")?;
+    let (status, rest) = rest.split_once(", id: ")?;
+    let id = rest.strip_suffix(')')?;
+    Some((
+        n.parse().ok()?,
+        name.into(),
+        ip.into(),
+        status.into(),
+        id.parse().ok()?,
+    ))
+}
