@@ -1,0 +1,618 @@
+//! The simulator's shared state: droplets, actions, rate-limit window, request
+//! log, knobs; and the lifecycle rules applied to them.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::runtime::Handle;
+
+use crate::util::{self, Prng};
+use crate::{Faults, MetadataIdentity, RequestRecord, SimDroplet};
+
+/// First droplet id handed out (the spec's example id).
+const FIRST_DROPLET_ID: u64 = 3_164_444;
+/// First action id handed out.
+const FIRST_ACTION_ID: u64 = 982_864_273;
+/// How many request records are kept; older ones are dropped.
+pub(crate) const MAX_LOG: usize = 100_000;
+/// Candidate droplet addresses: 127.{128|64}.T.F with T in 0..=255 and F in
+/// 1..=254, i.e. 256 * 254 candidates.
+pub(crate) const IP_CANDIDATES: u32 = 256 * 254;
+/// How many candidate addresses an app bind tries before giving up.
+const MAX_BIND_TRIES: u32 = 512;
+
+pub(crate) const PRIVATE_SECOND_OCTET: u8 = 128;
+pub(crate) const PUBLIC_SECOND_OCTET: u8 = 64;
+
+pub(crate) fn private_ip(k: u32) -> Ipv4Addr {
+    Ipv4Addr::new(
+        127,
+        PRIVATE_SECOND_OCTET,
+        (k / 254) as u8,
+        (k % 254 + 1) as u8,
+    )
+}
+
+pub(crate) fn public_ip(k: u32) -> Ipv4Addr {
+    Ipv4Addr::new(
+        127,
+        PUBLIC_SECOND_OCTET,
+        (k / 254) as u8,
+        (k % 254 + 1) as u8,
+    )
+}
+
+pub(crate) fn public_gateway(k: u32) -> Ipv4Addr {
+    Ipv4Addr::new(127, PUBLIC_SECOND_OCTET, (k / 254) as u8, 1)
+}
+
+/// Knobs that can change at run time.
+#[derive(Clone, Debug)]
+pub(crate) struct Knobs {
+    pub latency: Duration,
+    pub error_rate: f64,
+    pub reset_rate: f64,
+    pub rate_limit_per_minute: Option<u32>,
+    pub rate_limit_per_hour: u32,
+    pub create_failure_rate: f64,
+    pub active_after: Duration,
+}
+
+/// Options fixed at start.
+#[derive(Clone, Debug)]
+pub(crate) struct StaticOpts {
+    pub token: String,
+    pub not_found_after_create: Duration,
+    pub delete_linger: Duration,
+    pub droplet_limit: u32,
+    pub serve_apps: bool,
+    pub backend_port: u16,
+    pub app_boot_delay: Duration,
+    pub metadata: MetadataIdentity,
+    pub seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    New,
+    Active,
+}
+
+impl Status {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Status::New => "new",
+            Status::Active => "active",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum ImageRef {
+    Slug(String),
+    Id(u64),
+}
+
+/// What a create asks for.
+#[derive(Clone, Debug)]
+pub(crate) struct CreateSpec {
+    pub name: String,
+    pub region: String,
+    pub size: String,
+    pub image: ImageRef,
+    pub tags: Vec<String>,
+    pub user_data: Option<String>,
+    pub ssh_keys: Vec<Value>,
+    pub vpc_uuid: Option<String>,
+    pub backups: bool,
+    pub ipv6: bool,
+    pub monitoring: bool,
+    pub volumes: Vec<String>,
+}
+
+impl CreateSpec {
+    pub(crate) fn direct(name: &str, tags: Vec<String>, region: &str) -> Self {
+        CreateSpec {
+            name: name.to_string(),
+            region: region.to_string(),
+            size: "s-1vcpu-1gb".to_string(),
+            image: ImageRef::Slug("ubuntu-24-04-x64".to_string()),
+            tags,
+            user_data: None,
+            ssh_keys: Vec::new(),
+            vpc_uuid: None,
+            backups: false,
+            ipv6: false,
+            monitoring: false,
+            volumes: Vec::new(),
+        }
+    }
+}
+
+pub(crate) struct Droplet {
+    pub id: u64,
+    pub spec: CreateSpec,
+    pub vpc_uuid: String,
+    pub created: Instant,
+    pub created_epoch_secs: u64,
+    pub active_at: Instant,
+    pub fails: bool,
+    pub status: Status,
+    /// Index of the assigned address pair (see [`private_ip`]).
+    pub ip: Option<u32>,
+    pub deleted_at: Option<Instant>,
+    pub app: Option<crate::apps::AppHandle>,
+}
+
+impl Droplet {
+    pub(crate) fn private_ip(&self) -> Option<Ipv4Addr> {
+        self.ip.map(private_ip)
+    }
+    pub(crate) fn public_ip(&self) -> Option<Ipv4Addr> {
+        self.ip.map(public_ip)
+    }
+}
+
+pub(crate) struct Action {
+    pub id: u64,
+    pub droplet_id: u64,
+    pub region: String,
+    pub started_epoch_secs: u64,
+    pub duration: Duration,
+    pub completes_at: Instant,
+    pub fails: bool,
+}
+
+pub(crate) struct State {
+    pub knobs: Knobs,
+    pub droplets: BTreeMap<u64, Droplet>,
+    pub actions: HashMap<u64, Action>,
+    next_droplet_id: u64,
+    next_action_id: u64,
+    pub fault_rng: Prng,
+    pub id_rng: Prng,
+    ip_cursor: u32,
+    /// Arrival times of the requests counted against the rate limits (last hour).
+    pub window: VecDeque<Instant>,
+    pub log: VecDeque<RequestRecord>,
+}
+
+pub(crate) struct Inner {
+    pub opts: StaticOpts,
+    pub state: Mutex<State>,
+    pub start: Instant,
+    pub start_epoch_ms: u64,
+    pub addr: SocketAddr,
+    pub url: String,
+    pub handle: Handle,
+}
+
+pub(crate) enum RateVerdict {
+    Allowed,
+    /// Seconds until a slot frees up.
+    Limited(u64),
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    let s = d.as_secs();
+    if d.subsec_nanos() > 0 {
+        s + 1
+    } else {
+        s
+    }
+}
+
+fn clamp_rate(v: f64) -> f64 {
+    if v.is_nan() {
+        0.0
+    } else {
+        v.clamp(0.0, 1.0)
+    }
+}
+
+impl Inner {
+    pub(crate) fn new(
+        opts: StaticOpts,
+        knobs: Knobs,
+        addr: SocketAddr,
+        handle: Handle,
+        start: Instant,
+    ) -> Self {
+        let seed = opts.seed;
+        let state = State {
+            knobs,
+            droplets: BTreeMap::new(),
+            actions: HashMap::new(),
+            next_droplet_id: FIRST_DROPLET_ID,
+            next_action_id: FIRST_ACTION_ID,
+            fault_rng: Prng::new(seed),
+            id_rng: Prng::new(util::mix64(seed ^ 0x6964_735f_7265_7173)),
+            ip_cursor: (util::entropy() % u64::from(IP_CANDIDATES)) as u32,
+            window: VecDeque::new(),
+            log: VecDeque::new(),
+        };
+        Inner {
+            opts,
+            state: Mutex::new(state),
+            start,
+            start_epoch_ms: util::now_epoch_ms(),
+            addr,
+            url: format!("http://{addr}"),
+            handle,
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn ms_since_start(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.start).as_millis() as u64
+    }
+
+    /// Wall-clock Unix seconds (rounded down) of a monotonic instant.
+    pub(crate) fn epoch_secs(&self, t: Instant) -> u64 {
+        (self.start_epoch_ms + self.ms_since_start(t)) / 1000
+    }
+
+    // ---------------------------------------------------------------- lifecycle
+
+    /// Applies every transition due at `now`: new -> active (assigning
+    /// addresses, starting apps), failed creates disappearing, lingering
+    /// deleted droplets disappearing.
+    pub(crate) fn advance(&self, st: &mut State, now: Instant) {
+        let due: Vec<u64> = st
+            .droplets
+            .values()
+            .filter(|d| d.status == Status::New && d.deleted_at.is_none() && d.active_at <= now)
+            .map(|d| d.id)
+            .collect();
+        for id in due {
+            let fails = st.droplets.get(&id).is_some_and(|d| d.fails);
+            if fails {
+                st.droplets.remove(&id);
+                continue;
+            }
+            let ip = self.assign_ip(st);
+            let Some(d) = st.droplets.get_mut(&id) else {
+                continue;
+            };
+            d.status = Status::Active;
+            let Some((k, socket)) = ip else { continue };
+            d.ip = Some(k);
+            if let Some(socket) = socket {
+                let page = format!(
+                    "Droplet: {}, ID: {}, IP Address: {}\n",
+                    d.spec.name,
+                    d.id,
+                    public_ip(k)
+                );
+                d.app = Some(crate::apps::AppHandle::spawn(
+                    &self.handle,
+                    socket,
+                    self.opts.app_boot_delay,
+                    page,
+                ));
+            }
+        }
+        let linger = self.opts.delete_linger;
+        st.droplets.retain(|_, d| {
+            d.deleted_at
+                .is_none_or(|t| now.saturating_duration_since(t) < linger)
+        });
+    }
+
+    /// Picks the next address index. With `serve_apps` it binds the app
+    /// socket there (skipping addresses in use, e.g. by parallel simulators)
+    /// and returns the bound socket too. `None` if no address could be bound.
+    fn assign_ip(&self, st: &mut State) -> Option<(u32, Option<tokio::net::TcpSocket>)> {
+        if !self.opts.serve_apps {
+            let k = st.ip_cursor;
+            st.ip_cursor = (st.ip_cursor + 1) % IP_CANDIDATES;
+            return Some((k, None));
+        }
+        let mut last_err = None;
+        for _ in 0..MAX_BIND_TRIES {
+            let k = st.ip_cursor;
+            st.ip_cursor = (st.ip_cursor + 1) % IP_CANDIDATES;
+            let addr = SocketAddr::V4(SocketAddrV4::new(private_ip(k), self.opts.backend_port));
+            match bind_app_socket(addr) {
+                Ok(s) => return Some((k, Some(s))),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last_err = Some(e),
+                Err(e) => {
+                    last_err = Some(e);
+                    break;
+                }
+            }
+        }
+        eprintln!(
+            "do-sim: could not bind an app address on port {}: {:?}; the droplet gets no address",
+            self.opts.backend_port, last_err
+        );
+        None
+    }
+
+    pub(crate) fn create(
+        &self,
+        st: &mut State,
+        spec: CreateSpec,
+        fails: bool,
+        now: Instant,
+    ) -> (u64, u64) {
+        let id = st.next_droplet_id;
+        st.next_droplet_id += 1;
+        let action_id = st.next_action_id;
+        st.next_action_id += 1;
+        let active_after = st.knobs.active_after;
+        let vpc_uuid = spec.vpc_uuid.clone().unwrap_or_else(|| {
+            let mut r = Prng::new(util::hash_str(&spec.region) ^ self.opts.seed);
+            r.uuid()
+        });
+        let created_epoch_secs = self.epoch_secs(now);
+        st.actions.insert(
+            action_id,
+            Action {
+                id: action_id,
+                droplet_id: id,
+                region: spec.region.clone(),
+                started_epoch_secs: created_epoch_secs,
+                duration: active_after,
+                completes_at: now + active_after,
+                fails,
+            },
+        );
+        st.droplets.insert(
+            id,
+            Droplet {
+                id,
+                spec,
+                vpc_uuid,
+                created: now,
+                created_epoch_secs,
+                active_at: now + active_after,
+                fails,
+                status: Status::New,
+                ip: None,
+                deleted_at: None,
+                app: None,
+            },
+        );
+        (id, action_id)
+    }
+
+    /// Arms a timer so the droplet's transition happens (and its app starts)
+    /// even when nobody asks the API.
+    pub(crate) fn arm_timer(self: &Arc<Self>, at: Instant) {
+        let me = Arc::clone(self);
+        self.handle.spawn(async move {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+            let mut st = me.lock();
+            me.advance(&mut st, Instant::now());
+        });
+    }
+
+    /// Marks a droplet deleted and stops its app. False when unknown or
+    /// already deleted.
+    pub(crate) fn delete(&self, st: &mut State, id: u64, now: Instant) -> bool {
+        let Some(d) = st.droplets.get_mut(&id) else {
+            return false;
+        };
+        if d.deleted_at.is_some() {
+            return false;
+        }
+        d.deleted_at = Some(now);
+        if let Some(app) = d.app.take() {
+            app.stop();
+        }
+        if self.opts.delete_linger.is_zero() {
+            st.droplets.remove(&id);
+        }
+        true
+    }
+
+    /// Whether the API shows this droplet at `now` (the create delay; deleted
+    /// droplets past their linger are already gone after `advance`).
+    pub(crate) fn api_visible(&self, d: &Droplet, now: Instant) -> bool {
+        now.saturating_duration_since(d.created) >= self.opts.not_found_after_create
+    }
+
+    /// Live (not deleted) droplets, for the droplet limit.
+    pub(crate) fn live_count(st: &State) -> usize {
+        st.droplets
+            .values()
+            .filter(|d| d.deleted_at.is_none())
+            .count()
+    }
+
+    // ---------------------------------------------------------------- rate limit
+
+    /// Checks the sliding windows and, when allowed, counts the request.
+    pub(crate) fn rate_check(&self, st: &mut State, now: Instant) -> RateVerdict {
+        let hour = Duration::from_secs(3600);
+        let minute = Duration::from_secs(60);
+        while st
+            .window
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= hour)
+        {
+            st.window.pop_front();
+        }
+        let minute_start = st
+            .window
+            .partition_point(|t| now.saturating_duration_since(*t) >= minute);
+        let minute_count = st.window.len() - minute_start;
+        let mut retry = 0u64;
+        if let Some(rpm) = st.knobs.rate_limit_per_minute {
+            if minute_count >= rpm as usize {
+                let wait = match st.window.get(minute_start) {
+                    Some(t) => ceil_secs(minute.saturating_sub(now.saturating_duration_since(*t))),
+                    None => 60,
+                };
+                retry = retry.max(wait.max(1));
+            }
+        }
+        if st.window.len() >= st.knobs.rate_limit_per_hour as usize {
+            let wait = match st.window.front() {
+                Some(t) => ceil_secs(hour.saturating_sub(now.saturating_duration_since(*t))),
+                None => 3600,
+            };
+            retry = retry.max(wait.max(1));
+        }
+        if retry > 0 {
+            return RateVerdict::Limited(retry);
+        }
+        st.window.push_back(now);
+        RateVerdict::Allowed
+    }
+
+    /// (limit, remaining, reset) for the `ratelimit-*` headers.
+    pub(crate) fn rate_headers(&self, st: &State, now: Instant) -> (u32, u32, u64) {
+        let hour = Duration::from_secs(3600);
+        let in_hour: Vec<&Instant> = st
+            .window
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) < hour)
+            .collect();
+        let limit = st.knobs.rate_limit_per_hour;
+        let remaining = limit.saturating_sub(in_hour.len() as u32);
+        let reset = match in_hour.first() {
+            Some(t) => {
+                let ms = self.start_epoch_ms + self.ms_since_start(**t) + 3_600_000;
+                ms.div_ceil(1000)
+            }
+            None => self.epoch_secs(now),
+        };
+        (limit, remaining, reset)
+    }
+
+    // ---------------------------------------------------------------- log
+
+    pub(crate) fn record(&self, st: &mut State, rec: RequestRecord) {
+        if st.log.len() >= MAX_LOG {
+            st.log.pop_front();
+        }
+        st.log.push_back(rec);
+    }
+
+    pub(crate) fn requests(&self) -> Vec<RequestRecord> {
+        self.lock().log.iter().cloned().collect()
+    }
+
+    pub(crate) fn clear_requests(&self) {
+        self.lock().log.clear();
+    }
+
+    // ---------------------------------------------------------------- helpers for Sim
+
+    pub(crate) fn sim_droplet(&self, d: &Droplet) -> SimDroplet {
+        SimDroplet {
+            id: d.id,
+            name: d.spec.name.clone(),
+            status: d.status.as_str().to_string(),
+            tags: d.spec.tags.clone(),
+            private_ipv4: d.private_ip().map(|ip| ip.to_string()),
+            public_ipv4: d.public_ip().map(|ip| ip.to_string()),
+            user_data: d.spec.user_data.clone(),
+            created_at_ms: self.ms_since_start(d.created),
+        }
+    }
+
+    pub(crate) fn sim_droplets(&self) -> Vec<SimDroplet> {
+        let _rt = self.handle.enter();
+        let mut st = self.lock();
+        self.advance(&mut st, Instant::now());
+        st.droplets
+            .values()
+            .filter(|d| d.deleted_at.is_none())
+            .map(|d| self.sim_droplet(d))
+            .collect()
+    }
+
+    pub(crate) fn set_faults(&self, f: &Faults) {
+        let mut st = self.lock();
+        let k = &mut st.knobs;
+        if let Some(v) = f.latency_ms {
+            k.latency = Duration::from_millis(v);
+        }
+        if let Some(v) = f.error_rate {
+            k.error_rate = clamp_rate(v);
+        }
+        if let Some(v) = f.reset_rate {
+            k.reset_rate = clamp_rate(v);
+        }
+        if let Some(v) = f.rate_limit_per_minute {
+            k.rate_limit_per_minute = v;
+        }
+        if let Some(v) = f.rate_limit_per_hour {
+            k.rate_limit_per_hour = v;
+        }
+        if let Some(v) = f.create_failure_rate {
+            k.create_failure_rate = clamp_rate(v);
+        }
+        if let Some(v) = f.active_after_ms {
+            k.active_after = Duration::from_millis(v);
+        }
+    }
+
+    pub(crate) fn create_direct(self: &Arc<Self>, name: &str, tags: Vec<String>) -> u64 {
+        let _rt = self.handle.enter();
+        let now = Instant::now();
+        let spec = CreateSpec::direct(name, tags, &self.opts.metadata.region);
+        let (id, at) = {
+            let mut st = self.lock();
+            self.advance(&mut st, now);
+            let (id, _) = self.create(&mut st, spec, false, now);
+            let at = st.droplets.get(&id).map(|d| d.active_at).unwrap_or(now);
+            // A zero delay activates at once.
+            self.advance(&mut st, now);
+            (id, at)
+        };
+        self.arm_timer(at);
+        id
+    }
+
+    pub(crate) fn delete_direct(&self, id: u64) -> bool {
+        let _rt = self.handle.enter();
+        let now = Instant::now();
+        let mut st = self.lock();
+        self.advance(&mut st, now);
+        self.delete(&mut st, id, now)
+    }
+
+    /// The current knobs and options as JSON (for `/_sim/state`).
+    pub(crate) fn options_json(&self, st: &State) -> Value {
+        let k = &st.knobs;
+        let o = &self.opts;
+        serde_json::json!({
+            "listen": self.addr.to_string(),
+            "active_after_ms": k.active_after.as_millis() as u64,
+            "not_found_after_create_ms": o.not_found_after_create.as_millis() as u64,
+            "delete_linger_ms": o.delete_linger.as_millis() as u64,
+            "create_failure_rate": k.create_failure_rate,
+            "latency_ms": k.latency.as_millis() as u64,
+            "rate_limit_per_minute": k.rate_limit_per_minute,
+            "rate_limit_per_hour": k.rate_limit_per_hour,
+            "error_rate": k.error_rate,
+            "reset_rate": k.reset_rate,
+            "seed": o.seed,
+            "droplet_limit": o.droplet_limit,
+            "serve_apps": o.serve_apps,
+            "backend_port": o.backend_port,
+            "app_boot_delay_ms": o.app_boot_delay.as_millis() as u64,
+            "metadata": o.metadata,
+        })
+    }
+}
+
+/// A TCP socket bound (not yet listening) on `addr`. SO_REUSEADDR stays off
+/// so that a bound-but-not-yet-listening socket of another simulator (or a
+/// TIME_WAIT left by a deleted app) makes this bind fail with EADDRINUSE and
+/// we move on to the next address.
+fn bind_app_socket(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind(addr)?;
+    Ok(s)
+}
