@@ -90,6 +90,7 @@ struct RawConfig {
     api_timeout: Option<RawDuration>,
     lock_timeout: Option<RawDuration>,
     drain_timeout: Option<RawDuration>,
+    reload_verify_timeout: Option<RawDuration>,
     retry: Option<RawRetry>,
     haproxy: Option<RawHaproxy>,
 }
@@ -180,8 +181,12 @@ pub struct Config {
     pub lock_timeout: Duration,
     /// How long `delete` waits for a drained backend's connections to finish.
     pub drain_timeout: Duration,
+    /// How long to wait for HAProxy's runtime API to show the reloaded server list.
+    pub reload_verify_timeout: Duration,
     /// Retry policy for idempotent API requests.
     pub retry: RetryPolicy,
+    /// True when the token was read from the config file (not the environment).
+    pub token_in_file: bool,
     /// Values for the HAProxy template.
     pub haproxy: HaproxySettings,
 }
@@ -302,7 +307,22 @@ impl Config {
                 path.display()
             ))
         })?;
-        Self::parse(path, &text, env)
+        let cfg = Self::parse(path, &text, env)?;
+        if cfg.token_in_file {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(path) {
+                let mode = meta.permissions().mode();
+                if mode & 0o077 != 0 {
+                    eprintln!(
+                        "doproxy: warning: {} holds the API token and is readable by group or others (mode {:o}); run: chmod 600 {}",
+                        path.display(),
+                        mode & 0o777,
+                        path.display()
+                    );
+                }
+            }
+        }
+        Ok(cfg)
     }
 
     /// Parses config text; `path` names the file in errors and anchors relative paths.
@@ -320,7 +340,7 @@ impl Config {
         };
         let bad = |field: &str, msg: String| usage_error(format!("{shown}: {field}: {msg}"));
 
-        let token = pick_token(&raw.token, env).map_err(|m| bad("token", m))?;
+        let (token, token_in_file) = pick_token(&raw.token, env).map_err(|m| bad("token", m))?;
 
         let d = raw.droplet_options;
         validate_prefix(&d.hostname_prefix)
@@ -486,7 +506,13 @@ impl Config {
             api_timeout: dur("api_timeout", raw.api_timeout, Duration::from_secs(60))?,
             lock_timeout: dur("lock_timeout", raw.lock_timeout, Duration::from_secs(300))?,
             drain_timeout: dur("drain_timeout", raw.drain_timeout, Duration::from_secs(30))?,
+            reload_verify_timeout: dur(
+                "reload_verify_timeout",
+                raw.reload_verify_timeout,
+                Duration::from_secs(10),
+            )?,
             retry,
+            token_in_file,
             haproxy,
         })
     }
@@ -514,7 +540,7 @@ impl Config {
 fn pick_token(
     config: &Option<String>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Token, String> {
+) -> Result<(Token, bool), String> {
     // doctl's and Terraform's variables win over the file, so a token need not sit in it.
     let (value, source) =
         if let Some(v) = env("DIGITALOCEAN_ACCESS_TOKEN").filter(|v| !v.is_empty()) {
@@ -538,7 +564,7 @@ fn pick_token(
     if !value.chars().all(|c| c.is_ascii_graphic()) {
         return Err(format!("{source} contains characters a token cannot have"));
     }
-    Ok(Token::new(value))
+    Ok((Token::new(value), source == "value"))
 }
 
 /// Hostname prefixes must leave room for `-<suffix>` inside one 63-character DNS label.

@@ -301,7 +301,7 @@ async fn verify(cfg: &Config, servers: &[Server]) -> Result<()> {
         return Ok(());
     }
     let want: BTreeSet<String> = servers.iter().map(Server::server_name).collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + cfg.reload_verify_timeout;
     let mut last: String;
     loop {
         match runtime_command(sock, &format!("show servers state {BACKEND}")).await {
@@ -319,7 +319,10 @@ async fn verify(cfg: &Config, servers: &[Server]) -> Result<()> {
             Err(e) => last = format!("{e:#}"),
         }
         if Instant::now() >= deadline {
-            bail!("the reload did not take effect within 10s ({last})");
+            bail!(
+                "the reload did not take effect within {:.1?} ({last})",
+                cfg.reload_verify_timeout
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

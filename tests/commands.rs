@@ -232,3 +232,26 @@ fn config_flag_and_relative_paths() {
         "The inventory file is empty. Use the create command.\n"
     );
 }
+
+#[test]
+fn warns_when_the_token_file_is_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let r = env.run(&["print"]).ok();
+    assert!(
+        !r.stderr.contains("readable by group or others"),
+        "{}",
+        r.stderr
+    );
+    std::fs::set_permissions(
+        env.path("doproxy.yml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let r = env.run(&["print"]).ok();
+    assert!(
+        r.stderr.contains("readable by group or others (mode 644)"),
+        "{}",
+        r.stderr
+    );
+}

@@ -5,5 +5,6 @@ mod support;
 
 mod commands;
 mod errors;
+mod faults;
 mod golden;
 mod walkthrough;

@@ -6,21 +6,8 @@ use std::fmt;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The API answered with a non-success status.
-    #[error("{method} {path}: HTTP {status} {}", ApiDetail { id, message, request_id })]
-    Api {
-        /// Request method.
-        method: &'static str,
-        /// Request path (never the query's secrets: there are none; the token is a header).
-        path: String,
-        /// HTTP status.
-        status: u16,
-        /// The error body's `id` (e.g. `not_found`), or empty when the body had none.
-        id: String,
-        /// The error body's `message`, or a summary of a non-JSON body.
-        message: String,
-        /// `request_id` from the body or the `x-request-id` header.
-        request_id: Option<String>,
-    },
+    #[error("{0}")]
+    Api(Box<ApiError>),
     /// No HTTP answer: connection refused or reset, timeout, TLS failure.
     #[error("{method} {path}: {detail}")]
     Transport {
@@ -47,20 +34,37 @@ pub enum Error {
     },
 }
 
-struct ApiDetail<'a> {
-    id: &'a str,
-    message: &'a str,
-    request_id: &'a Option<String>,
+/// A non-success answer of the API, with what its body and headers said.
+#[derive(Debug)]
+pub struct ApiError {
+    /// Request method.
+    pub method: &'static str,
+    /// Request path and query (the token is a header, never part of it).
+    pub path: String,
+    /// HTTP status.
+    pub status: u16,
+    /// The error body's `id` (e.g. `not_found`), or empty when the body had none.
+    pub id: String,
+    /// The error body's `message`, or a summary of a non-JSON body.
+    pub message: String,
+    /// `request_id` from the body or the `x-request-id` header.
+    pub request_id: Option<String>,
+    /// How long the answer asked the client to wait before trying again.
+    pub retry_after: Option<std::time::Duration>,
 }
 
-impl fmt::Display for ApiDetail<'_> {
+impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: HTTP {} ", self.method, self.path, self.status)?;
         if !self.id.is_empty() {
             write!(f, "{}: ", self.id)?;
         }
         write!(f, "{}", self.message)?;
-        if let Some(r) = self.request_id {
+        if let Some(r) = &self.request_id {
             write!(f, " (request id {r})")?;
+        }
+        if let Some(d) = &self.retry_after {
+            write!(f, " (the API asks to retry after {}s)", d.as_secs())?;
         }
         Ok(())
     }
@@ -70,8 +74,17 @@ impl Error {
     /// The HTTP status, when the API answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Error::Api { status, .. } | Error::Decode { status, .. } => Some(*status),
+            Error::Api(a) => Some(a.status),
+            Error::Decode { status, .. } => Some(*status),
             Error::Transport { .. } => None,
+        }
+    }
+
+    /// How long the API asked to wait before retrying (`retry-after`, `ratelimit-reset`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Api(a) => a.retry_after,
+            _ => None,
         }
     }
 
@@ -83,7 +96,7 @@ impl Error {
     /// Worth retrying for an idempotent request: 429, 5xx except 501, and transport errors.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Api { status, .. } => matches!(status, 429 | 500 | 502 | 503 | 504),
+            Error::Api(a) => matches!(a.status, 429 | 500 | 502 | 503 | 504),
             Error::Transport { .. } => true,
             Error::Decode { .. } => false,
         }
@@ -92,7 +105,7 @@ impl Error {
     /// True when a POST that failed this way may nevertheless have been carried out.
     pub fn is_ambiguous(&self) -> bool {
         match self {
-            Error::Api { status, .. } => matches!(status, 500 | 502 | 503 | 504),
+            Error::Api(a) => matches!(a.status, 500 | 502 | 503 | 504),
             Error::Transport { ambiguous, .. } => *ambiguous,
             Error::Decode { .. } => true,
         }

@@ -5,7 +5,7 @@ mod droplet;
 mod error;
 
 pub use droplet::{Action, ActionLink, Droplet, NetworkV4, Networks};
-pub use error::Error;
+pub use error::{ApiError, Error};
 
 use crate::config::{RetryPolicy, Token};
 use droplet::{ActionBody, CreateResponse, DropletBody, ListPage};
@@ -201,15 +201,12 @@ impl Client {
         loop {
             attempt += 1;
             let outcome = self.send_once(method, path, None).await;
-            let (err, headers) = match outcome {
-                Ok(a) if is_retryable_status(a.status) => {
-                    let e = api_error(method, path, &a);
-                    (e, Some(a.headers))
-                }
+            let err = match outcome {
+                Ok(a) if is_retryable_status(a.status) => api_error(method, path, &a),
                 Ok(a) => return Ok(a),
-                Err(e) => (e, None),
+                Err(e) => e,
             };
-            let delay = self.backoff(attempt, headers.as_ref());
+            let delay = self.backoff(attempt, err.retry_after());
             if attempt >= self.retry.max_attempts || waited + delay > self.retry.budget {
                 return Err(err);
             }
@@ -218,24 +215,12 @@ impl Client {
         }
     }
 
-    /// The wait before retry number `attempt` (1-based), from the answer's headers when
-    /// they say, else exponential backoff with "equal jitter".
-    fn backoff(&self, attempt: u32, headers: Option<&HeaderMap>) -> Duration {
-        if let Some(h) = headers {
-            if let Some(secs) = header_u64(h, "retry-after") {
-                return Duration::from_secs(secs)
-                    .min(self.retry.max_delay.max(Duration::from_secs(1)));
-            }
-            let remaining = header_u64(h, "ratelimit-remaining");
-            if let (Some(0), Some(reset)) = (remaining, header_u64(h, "ratelimit-reset")) {
-                // `ratelimit-reset` is a Unix epoch, not a delay.
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs();
-                return Duration::from_secs(reset.saturating_sub(now).max(1))
-                    .min(self.retry.max_delay);
-            }
+    /// The wait before retry number `attempt` (1-based): what the server asked for when it
+    /// said (`hint`, uncapped: retrying sooner only earns another 429; the caller's budget
+    /// decides whether to wait that long at all), else exponential backoff with jitter.
+    fn backoff(&self, attempt: u32, hint: Option<Duration>) -> Duration {
+        if let Some(h) = hint {
+            return h;
         }
         let exp = self
             .retry
@@ -410,7 +395,7 @@ impl Client {
                     break;
                 }
             }
-            let delay = self.backoff(attempt, None);
+            let delay = self.backoff(attempt, err.retry_after());
             if attempt >= self.retry.max_attempts || waited + delay > self.retry.budget {
                 return Err(err);
             }
@@ -465,6 +450,24 @@ fn transport(method: &'static str, path: &str, e: &reqwest::Error) -> Error {
     }
 }
 
+/// How long the answer's headers ask a client to wait: `retry-after` (seconds), or until
+/// the `ratelimit-reset` epoch when no request is left.
+fn retry_hint(h: &HeaderMap) -> Option<Duration> {
+    if let Some(secs) = header_u64(h, "retry-after") {
+        return Some(Duration::from_secs(secs));
+    }
+    let remaining = header_u64(h, "ratelimit-remaining");
+    if let (Some(0), Some(reset)) = (remaining, header_u64(h, "ratelimit-reset")) {
+        // `ratelimit-reset` is a Unix epoch, not a delay.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        return Some(Duration::from_secs(reset.saturating_sub(now).max(1)));
+    }
+    None
+}
+
 fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
@@ -502,14 +505,15 @@ fn api_error(method: &'static str, path: &str, a: &Answer) -> Error {
             (String::new(), msg, header_rid)
         }
     };
-    Error::Api {
+    Error::Api(Box::new(ApiError {
         method,
         path: path.to_string(),
         status: a.status.as_u16(),
         id,
         message,
         request_id,
-    }
+        retry_after: retry_hint(&a.headers),
+    }))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
@@ -573,7 +577,24 @@ mod tests {
             assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d:?}");
         }
         let mut h = HeaderMap::new();
-        h.insert("retry-after", HeaderValue::from_static("0"));
-        assert_eq!(c.backoff(1, Some(&h)), Duration::ZERO);
+        h.insert("retry-after", HeaderValue::from_static("29"));
+        assert_eq!(retry_hint(&h), Some(Duration::from_secs(29)));
+        assert_eq!(c.backoff(1, retry_hint(&h)), Duration::from_secs(29));
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit-remaining", HeaderValue::from_static("0"));
+        let reset = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 40;
+        h.insert(
+            "ratelimit-reset",
+            HeaderValue::from_str(&reset.to_string()).unwrap(),
+        );
+        let hint = retry_hint(&h).unwrap();
+        assert!(
+            hint >= Duration::from_secs(39) && hint <= Duration::from_secs(40),
+            "{hint:?}"
+        );
     }
 }

@@ -136,6 +136,12 @@ impl TestEnv {
 
     pub fn write(&self, rel: &str, text: &str) {
         std::fs::write(self.path(rel), text).unwrap();
+        if rel == "doproxy.yml" {
+            // It holds the token: doproxy warns unless only the owner can read it.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(self.path(rel), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+        }
     }
 
     /// The config text, with `extra` YAML appended at the top level.
@@ -176,6 +182,7 @@ not_found_grace: 2s
 api_timeout: 5s
 lock_timeout: 30s
 drain_timeout: 2s
+reload_verify_timeout: 2s
 retry:
   max_attempts: 6
   min_delay: 10ms

@@ -1,0 +1,386 @@
+//! Fault injection: concurrent runs, kill -9 at random moments, a flaky rate-limited API,
+//! connection resets after a create, broken templates and failing or ineffective reloads.
+//! Each test prints its figures (run with `--nocapture` to see them).
+
+use crate::support::*;
+use do_sim::{Faults, SimOptions};
+use doproxy::inventory::Inventory;
+use std::collections::{HashMap, HashSet};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A small deterministic PRNG so that a failing trial can be replayed.
+struct Lcg(u64);
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// The invariants after any fault: the inventory parses, every droplet in the simulator is
+/// in the inventory or reported by `print`, and the installed config (if any) is valid.
+fn assert_accounted(env: &TestEnv, what: &str) {
+    let inv = Inventory::parse("inventory", &env.read("inventory"))
+        .unwrap_or_else(|e| panic!("[{what}] {e}"));
+    let r = env.run(&["print"]);
+    assert_eq!(r.code, 0, "[{what}] print failed: {}", r.stderr);
+    for d in env.sim.droplets() {
+        let reported = r
+            .stderr
+            .contains(&format!("droplet {} ({}) carries the tag", d.id, d.name));
+        assert!(
+            inv.ids.contains(&d.id) || reported,
+            "[{what}] droplet {} is lost: {r:?}",
+            d.id
+        );
+    }
+    if env.path("etc/haproxy.cfg").exists() && haproxy_available() {
+        let (ok, text) = haproxy_check(&env.path("etc/haproxy.cfg"));
+        assert!(ok, "[{what}] installed config invalid: {text}");
+    }
+}
+
+fn ready_ids(env: &TestEnv) -> Vec<u64> {
+    let inv = env.inventory();
+    let live: HashMap<u64, String> = env
+        .sim
+        .droplets()
+        .into_iter()
+        .map(|d| (d.id, d.status))
+        .collect();
+    inv.into_iter()
+        .filter(|id| live.get(id).is_some_and(|s| s == "active"))
+        .collect()
+}
+
+#[test]
+fn eight_concurrent_creates() {
+    if !haproxy_available() {
+        return;
+    }
+    let env = TestEnv::with_haproxy();
+    env.run(&["reload"]).ok(); // starts HAProxy with an empty backend
+    let started = Instant::now();
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_doproxy"))
+                .arg("create")
+                .current_dir(env.dir.path())
+                .env("DOPROXY_METADATA_URL", env.sim.url())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let elapsed = started.elapsed();
+    for o in &outputs {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let inv = env.inventory();
+    let distinct: HashSet<_> = inv.iter().collect();
+    assert_eq!((inv.len(), distinct.len()), (8, 8), "{inv:?}");
+    assert_eq!(env.server_lines().len(), 8, "{:?}", env.server_lines());
+    let names: HashSet<_> = env.sim.droplets().into_iter().map(|d| d.name).collect();
+    assert_eq!(names.len(), 8);
+    assert_eq!(env.sim.droplets().len(), 8, "no orphans");
+    assert_accounted(&env, "8 concurrent");
+    let pages = env.wait_distinct_backends(8, Duration::from_secs(10));
+    assert_eq!(pages.len(), 8);
+    eprintln!(
+        "FIGURES 8 concurrent creates: {elapsed:.2?} wall, 8 lines, 8 servers, 8 names, 0 orphans"
+    );
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_nothing() {
+    if !haproxy_available() {
+        return;
+    }
+    let env = TestEnv::with_haproxy();
+    env.run(&["reload"]).ok();
+    let mut rng = Lcg(0x5eed_0001);
+    let (mut killed, mut finished) = (0, 0);
+    let trials = 24;
+    for trial in 0..trials {
+        // Two of three trials kill a create, one a delete (of line 0).
+        let is_delete = trial % 3 == 2 && !env.inventory().is_empty();
+        let args: &[&str] = if is_delete {
+            &["delete", "0"]
+        } else {
+            &["create"]
+        };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_doproxy"))
+            .args(args)
+            .current_dir(env.dir.path())
+            .env("DOPROXY_METADATA_URL", env.sim.url())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.below(350)));
+        match child.try_wait().unwrap() {
+            Some(_) => finished += 1,
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                killed += 1;
+            }
+        }
+        let _ = child.wait();
+        let what = format!("trial {trial} {args:?}");
+        assert_accounted(&env, &what);
+        // Re-running converges: once droplets are active, a reload puts every ready
+        // inventory droplet (and only those) in the config.
+        std::thread::sleep(Duration::from_millis(150));
+        env.run(&["reload"]).ok();
+        let mut want: Vec<String> = ready_ids(&env)
+            .iter()
+            .map(|id| format!("server www-{id} "))
+            .collect();
+        want.sort();
+        let mut have: Vec<String> = env
+            .server_lines()
+            .iter()
+            .map(|l| {
+                l.split(':')
+                    .next()
+                    .unwrap()
+                    .rsplit_once(' ')
+                    .unwrap()
+                    .0
+                    .to_string()
+                    + " "
+            })
+            .collect();
+        have.sort();
+        assert_eq!(
+            have, want,
+            "[{what}] config does not match the ready inventory"
+        );
+        // A delete killed after the droplet was destroyed leaves a "missing" line:
+        // running delete again converges.
+        let out = env.run(&["print"]).stdout;
+        if let Some(line) = out.lines().find(|l| l.contains("status: missing")) {
+            let n = line.split(')').next().unwrap();
+            env.run(&["delete", n]).ok();
+        }
+    }
+    assert!(
+        killed >= 12,
+        "only {killed} of {trials} trials killed a running process"
+    );
+    eprintln!("FIGURES kill -9: {trials} trials, {killed} killed mid-run, {finished} finished first; 0 lost droplets, inventory always parsed, config always valid");
+}
+
+#[test]
+fn flaky_rate_limited_api_loses_nothing_and_duplicates_nothing() {
+    let opts = SimOptions {
+        error_rate: 0.2,
+        rate_limit_per_minute: Some(15),
+        seed: 42,
+        ..fast_sim_options()
+    };
+    let env = TestEnv::with_options(opts, false);
+    env.write(
+        "doproxy.yml",
+        &env.config_text("")
+            .replace("wait_timeout: 20s", "wait_timeout: 4s"),
+    );
+    let mut outcomes = Vec::new();
+    for args in [
+        &["create", "--count", "3"][..],
+        &["print"],
+        &["reload", "--force"],
+        &["create"],
+        &["delete", "0"],
+        &["generate"],
+        &["print"],
+    ] {
+        let r = env.run(args);
+        assert!(r.code == 0 || r.code == 1, "{args:?}: {r:?}");
+        if r.code == 1 {
+            let errors = r
+                .stderr
+                .lines()
+                .filter(|l| l.starts_with("doproxy: error:"))
+                .count();
+            assert_eq!(
+                errors, 1,
+                "{args:?} must fail with one error line: {}",
+                r.stderr
+            );
+        }
+        outcomes.push((args.join(" "), r.code));
+    }
+    let log = env.sim.requests();
+    let count = |f: &dyn Fn(u16) -> bool| log.iter().filter(|r| f(r.status)).count();
+    let (s5xx, s429) = (count(&|s| s >= 500), count(&|s| s == 429));
+    env.sim.set_faults(Faults {
+        error_rate: Some(0.0),
+        rate_limit_per_minute: Some(None),
+        ..Faults::default()
+    });
+    assert_accounted(&env, "flaky api");
+    let names: Vec<String> = env.sim.droplets().into_iter().map(|d| d.name).collect();
+    let distinct: HashSet<_> = names.iter().collect();
+    assert_eq!(names.len(), distinct.len(), "duplicate droplets: {names:?}");
+    eprintln!(
+        "FIGURES flaky API (20% 5xx, 15/min): {} requests, {s5xx} answered 5xx, {s429} answered 429; outcomes {outcomes:?}; {} droplets, 0 duplicates",
+        log.len(),
+        names.len()
+    );
+}
+
+#[test]
+fn connection_resets_after_create_make_no_duplicates() {
+    let opts = SimOptions {
+        reset_rate: 0.35,
+        seed: 7,
+        ..fast_sim_options()
+    };
+    let env = TestEnv::with_options(opts, false);
+    let mut ok = 0;
+    for _ in 0..6 {
+        let r = env.run(&["create"]);
+        assert!(r.code == 0 || r.code == 1, "{r:?}");
+        ok += usize::from(r.code == 0);
+    }
+    let log = env.sim.requests();
+    let posts = log.iter().filter(|r| r.method == "POST").count();
+    let resets_on_post = log
+        .iter()
+        .filter(|r| r.method == "POST" && r.status == 0)
+        .count();
+    let resets = log.iter().filter(|r| r.status == 0).count();
+    assert!(
+        resets_on_post >= 1,
+        "the test must exercise a reset after a create: {log:?}"
+    );
+    env.sim.set_faults(Faults {
+        reset_rate: Some(0.0),
+        ..Faults::default()
+    });
+    assert_accounted(&env, "resets");
+    let names: Vec<String> = env.sim.droplets().into_iter().map(|d| d.name).collect();
+    let distinct: HashSet<_> = names.iter().collect();
+    assert_eq!(names.len(), distinct.len(), "duplicate droplets: {names:?}");
+    assert!(names.len() <= 6);
+    eprintln!(
+        "FIGURES resets (35%): 6 creates, {ok} succeeded; {posts} POSTs of which {resets_on_post} reset after the create; {resets} resets in all; {} droplets, 0 duplicates",
+        names.len()
+    );
+}
+
+#[test]
+fn create_failing_asynchronously_is_forgotten_cleanly() {
+    let opts = SimOptions {
+        create_failure_rate: 1.0,
+        ..fast_sim_options()
+    };
+    let env = TestEnv::with_options(opts, false);
+    let r = env.run(&["create"]).code(1);
+    assert!(r.stderr.contains("errored"), "{}", r.stderr);
+    assert!(
+        env.inventory().is_empty(),
+        "a droplet that no longer exists is not kept"
+    );
+    assert!(env.sim.droplets().is_empty());
+}
+
+#[test]
+fn haproxy_keeps_serving_through_bad_templates_and_failed_reloads() {
+    if !haproxy_available() {
+        return;
+    }
+    let env = TestEnv::with_haproxy();
+    env.run(&["create", "--count", "2"]).ok();
+    assert_eq!(
+        env.wait_distinct_backends(2, Duration::from_secs(10)).len(),
+        2
+    );
+    let good = env.installed();
+
+    // A broken template: refused before install.
+    env.write(
+        "broken.tera",
+        "global\n    maxconn {{ haproxy.maxconn }}\nbogus_directive here\n",
+    );
+    let base = env.config_text("");
+    env.write(
+        "doproxy.yml",
+        &format!("{base}haproxy_template_file: broken.tera\n"),
+    );
+    let r = env.run(&["reload", "--force"]).code(1);
+    assert!(
+        r.stderr.contains("config check") && r.stderr.contains("bogus_directive"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(env.installed(), good);
+    let (bodies, failed) = env.requests(20);
+    assert_eq!((bodies.len(), failed), (20, 0));
+
+    // A reload command that fails: the previous config is put back.
+    env.write(
+        "doproxy.yml",
+        &base.replace("reload_command: 'if", "reload_command: 'exit 1; if"),
+    );
+    let extra = env
+        .sim
+        .create_droplet_direct("auto-nginx-extra", &["doproxy"]);
+    env.write("inventory", &format!("{}{extra}\n", env.read("inventory")));
+    std::thread::sleep(Duration::from_millis(200));
+    let r = env.run(&["reload"]).code(1);
+    assert!(
+        r.stderr.contains("reload command") && r.stderr.contains("put the previous config back"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(env.installed(), good);
+    let (bodies, failed) = env.requests(20);
+    assert_eq!((bodies.len(), failed), (20, 0));
+
+    // A reload "succeeds" but HAProxy never reloads: detected through the stats socket.
+    env.write(
+        "doproxy.yml",
+        &base.replace("reload_command: 'if", "reload_command: 'true; exit 0; if"),
+    );
+    let r = env.run(&["reload"]).code(1);
+    assert!(r.stderr.contains("did not take effect"), "{}", r.stderr);
+    assert_eq!(env.installed(), good);
+
+    // With a working reload the extra droplet joins.
+    env.write("doproxy.yml", &base);
+    env.run(&["reload"]).ok();
+    assert_eq!(
+        env.wait_distinct_backends(3, Duration::from_secs(10)).len(),
+        3
+    );
+}
+
+#[test]
+fn api_values_cannot_inject_config_lines() {
+    let env = TestEnv::new();
+    let id = env
+        .sim
+        .create_droplet_direct("evil\n    server x 203.0.113.9:80", &["doproxy"]);
+    env.write("inventory", &format!("{id}\n"));
+    std::thread::sleep(Duration::from_millis(200));
+    env.run(&["generate"]).ok();
+    let cfg = env.read("haproxy.cfg");
+    assert!(!cfg.contains("203.0.113.9"), "{cfg}");
+    assert_eq!(
+        cfg.lines()
+            .filter(|l| l.trim_start().starts_with("server "))
+            .count(),
+        1
+    );
+}
