@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what doproxy's tests and sandbox demo need on a Debian/Ubuntu machine: HAProxy
-# (the integration tests drive a real one on 127.0.0.1) and curl. Idempotent.
+# (the integration tests drive a real one on 127.0.0.1), etcd (the etcd inventory backend's
+# tests start their own on loopback ports) and curl. Idempotent.
 set -euo pipefail
 missing=()
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
@@ -18,6 +20,7 @@ apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
   apt-get update >/dev/null
   apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
 }
-# Debian's package tries to start a system HAProxy; the tests start their own and never
-# use the system one, so whether it runs does not matter to them.
+# Debian's packages try to start a system HAProxy and etcd; the tests start their own on
+# free loopback ports and never use the system ones.
 command -v haproxy >/dev/null
+command -v etcd >/dev/null

@@ -79,6 +79,8 @@ haproxy:
   noreuseport: true
 YAML
 
+chmod 600 "$work/doproxy.yml"
+
 doproxy() { echo "\$ doproxy $*"; (cd "$work" && "$root/target/debug/doproxy" "$@"); }
 
 doproxy print

@@ -3,8 +3,9 @@
 
 use crate::commands;
 use crate::config::Config;
+use crate::output::{self, Format};
 use crate::UsageError;
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,50 +22,97 @@ pub const EXIT_USAGE: u8 = 2;
     name = "doproxy",
     version,
     about,
-    after_help = "Examples:\n  doproxy create            # add one backend droplet\n  doproxy print             # list the inventory\n  doproxy delete 2          # remove the droplet on line 2\n  doproxy -c /etc/doproxy/doproxy.yml reload"
+    after_help = "Examples:\n  doproxy create                 # add one backend droplet\n  doproxy print                  # list the inventory\n  doproxy delete 2               # remove the droplet on line 2\n  doproxy -o json print          # the same, for scripts\n  doproxy -c /etc/doproxy/doproxy.yml reload --dry-run"
 )]
 pub struct Cli {
     /// Config file [default: $DOPROXY_CONFIG, else ./doproxy.yml]
     #[arg(short, long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
+    /// Result format on stdout: the original's text lines, or JSON for scripts
+    #[arg(short, long, global = true, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+
+    /// Print only results and errors (no progress, no warnings)
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Log every API request (method, path, status, request id, rate limit), retry and wait
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
     /// The command to run.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
-/// doproxy's commands (the Ruby DOProxy's five).
+/// doproxy's commands (the Ruby DOProxy's five, plus shell completions).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print backend droplets in the inventory file
     #[command(
-        after_help = "Example:\n  doproxy print\n  0) auto-nginx-k3x9q2  (pvt ip: 10.132.0.5, status: active, id: 7384013)"
+        after_help = "Examples:\n  doproxy print\n  0) auto-nginx-k3x9q2  (pvt ip: 10.132.0.5, status: active, id: 7384013)\n  doproxy -o json print | jq '.droplets[].id'"
     )]
     Print,
     /// Create new backend droplet(s), wait until active, add to HAProxy and reload
-    #[command(after_help = "Examples:\n  doproxy create\n  doproxy create --count 5")]
+    #[command(
+        after_help = "Examples:\n  doproxy create\n  doproxy create --count 5\n  doproxy create --dry-run"
+    )]
     Create {
         /// How many droplets to create (one API request per ten)
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
         count: u32,
+        /// Show what would be created and validate the config; change nothing
+        #[arg(long)]
+        dry_run: bool,
     },
-    /// Delete the droplet on LINE_NUMBER of the inventory (as `print` numbers them) and reload
-    #[command(after_help = "Example:\n  doproxy delete 0")]
-    Delete {
-        /// Inventory line number, from 0 as `print` shows
-        #[arg(value_name = "LINE_NUMBER")]
-        line_number: usize,
-    },
+    /// Delete a droplet (by inventory LINE_NUMBER as `print` numbers them, or --id/--name) and reload
+    #[command(
+        after_help = "Examples:\n  doproxy delete 0\n  doproxy delete --id 7384013\n  doproxy delete --name auto-nginx-k3x9q2 --dry-run"
+    )]
+    Delete(DeleteArgs),
     /// Generate the HAProxy config, install it and reload HAProxy
-    #[command(after_help = "Examples:\n  doproxy reload\n  doproxy reload --force")]
+    #[command(
+        after_help = "Examples:\n  doproxy reload\n  doproxy reload --dry-run\n  doproxy reload --force"
+    )]
     Reload {
         /// Reload even when the installed config is already up to date
         #[arg(long)]
         force: bool,
+        /// Show the diff against the installed config and validate it; change nothing
+        #[arg(long, conflicts_with = "force")]
+        dry_run: bool,
     },
     /// Generate the HAProxy config (haproxy_cfg_file) from the inventory, without installing it
     #[command(after_help = "Example:\n  doproxy generate && cat haproxy.cfg")]
     Generate,
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  doproxy completions bash > /etc/bash_completion.d/doproxy\n  doproxy completions zsh > \"${fpath[1]}/_doproxy\"\n  doproxy completions fish > ~/.config/fish/completions/doproxy.fish"
+    )]
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Which droplet `delete` removes.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).multiple(false).args(["line_number", "id", "name"])))]
+pub struct DeleteArgs {
+    /// Inventory line number, from 0 as `print` shows
+    #[arg(value_name = "LINE_NUMBER")]
+    pub line_number: Option<usize>,
+    /// The droplet's ID (must be in the inventory)
+    #[arg(long, value_name = "ID")]
+    pub id: Option<u64>,
+    /// The droplet's name (must match exactly one inventory droplet)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Show what would be destroyed and the config diff, validate it; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// The original's usage text, printed when doproxy runs with no arguments.
@@ -86,10 +134,17 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
+    output::init(cli.output, cli.quiet, cli.verbose);
     let Some(command) = cli.command else {
-        commands::say(USAGE.trim_end());
+        // Like the original: no arguments lists the commands.
+        output::say(USAGE.trim_end());
         return ExitCode::from(EXIT_OK);
     };
+    if let Command::Completions { shell } = command {
+        let mut cmd = Cli::command();
+        clap_complete::generate(shell, &mut cmd, "doproxy", &mut std::io::stdout());
+        return ExitCode::from(EXIT_OK);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -100,34 +155,66 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let config_path = config_path(cli.config);
-    match runtime.block_on(run(&config_path, command)) {
+    match runtime.block_on(run(cli.config, command)) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            eprintln!("doproxy: error: {e:#}");
+            output::progress_done();
             let usage = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some());
-            ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILURE })
+            let code = if usage { EXIT_USAGE } else { EXIT_FAILURE };
+            let message = format!("{e:#}");
+            eprintln!("doproxy: error: {message}");
+            output::json(
+                &serde_json::json!({ "error": { "message": message, "exit_code": code } }),
+            );
+            ExitCode::from(code)
         }
     }
 }
 
-fn config_path(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| {
-        std::env::var_os("DOPROXY_CONFIG")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    })
-    .unwrap_or_else(|| PathBuf::from("doproxy.yml"))
+/// Finds the config: `--config`, then `$DOPROXY_CONFIG`, then `./doproxy.yml`.
+fn load_config(flag: Option<PathBuf>) -> anyhow::Result<Config> {
+    let env_path = std::env::var_os("DOPROXY_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let (path, how) = match (flag, env_path) {
+        (Some(p), _) => (p, "--config"),
+        (None, Some(p)) => (p, "$DOPROXY_CONFIG"),
+        (None, None) => (PathBuf::from("doproxy.yml"), "the default"),
+    };
+    if !path.exists() {
+        let tried = match how {
+            "--config" => format!("--config {}", path.display()),
+            "$DOPROXY_CONFIG" => format!("$DOPROXY_CONFIG={}", path.display()),
+            _ => "./doproxy.yml (no --config given, DOPROXY_CONFIG unset)".to_string(),
+        };
+        return Err(crate::usage_error(format!(
+            "no config file: tried {tried}; start from doproxy.yml.example (cp doproxy.yml.example doproxy.yml, then set token and droplet_options)"
+        )));
+    }
+    Config::load(&path, &|k| std::env::var(k).ok())
 }
 
-async fn run(config_path: &std::path::Path, command: Command) -> anyhow::Result<()> {
-    let cfg = Config::load(config_path, &|k| std::env::var(k).ok())?;
+async fn run(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> {
+    let cfg = load_config(config)?;
     let ctx = commands::Ctx::new(cfg)?;
     match command {
         Command::Print => commands::print::run(&ctx).await,
-        Command::Create { count } => commands::create::run(&ctx, count).await,
-        Command::Delete { line_number } => commands::delete::run(&ctx, line_number).await,
-        Command::Reload { force } => commands::reload::run(&ctx, force).await,
+        Command::Create { count, dry_run } => commands::create::run(&ctx, count, dry_run).await,
+        Command::Delete(args) => {
+            let which = match (args.line_number, args.id, args.name) {
+                (Some(n), _, _) => commands::delete::Which::Line(n),
+                (_, Some(id), _) => commands::delete::Which::Id(id),
+                (_, _, Some(name)) => commands::delete::Which::Name(name),
+                _ => {
+                    return Err(crate::usage_error(
+                        "delete needs a LINE_NUMBER, --id or --name",
+                    ))
+                }
+            };
+            commands::delete::run(&ctx, which, args.dry_run).await
+        }
+        Command::Reload { force, dry_run } => commands::reload::run(&ctx, force, dry_run).await,
         Command::Generate => commands::generate::run(&ctx).await,
+        Command::Completions { .. } => Ok(()),
     }
 }

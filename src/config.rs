@@ -91,6 +91,8 @@ struct RawConfig {
     lock_timeout: Option<RawDuration>,
     drain_timeout: Option<RawDuration>,
     reload_verify_timeout: Option<RawDuration>,
+    readiness_check: Option<bool>,
+    readiness_path: Option<String>,
     retry: Option<RawRetry>,
     haproxy: Option<RawHaproxy>,
 }
@@ -183,6 +185,10 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// How long to wait for HAProxy's runtime API to show the reloaded server list.
     pub reload_verify_timeout: Duration,
+    /// `create` waits until a new backend answers HTTP on its private address.
+    pub readiness_check: bool,
+    /// The path the readiness check requests.
+    pub readiness_path: String,
     /// Retry policy for idempotent API requests.
     pub retry: RetryPolicy,
     /// True when the token was read from the config file (not the environment).
@@ -462,6 +468,17 @@ impl Config {
             return Err(bad("backend_port", "must be 1-65535".into()));
         }
 
+        let readiness_path = raw.readiness_path.unwrap_or_else(|| "/".into());
+        if !readiness_path.starts_with('/')
+            || readiness_path
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(bad(
+                "readiness_path",
+                format!("{readiness_path:?} must be a path starting with '/'"),
+            ));
+        }
         let cfg_name = raw
             .haproxy_cfg_file
             .file_name()
@@ -511,6 +528,8 @@ impl Config {
                 raw.reload_verify_timeout,
                 Duration::from_secs(10),
             )?,
+            readiness_check: raw.readiness_check.unwrap_or(false),
+            readiness_path,
             retry,
             token_in_file,
             haproxy,

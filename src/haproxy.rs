@@ -194,6 +194,26 @@ pub async fn check(cfg: &Config, candidate: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Runs the check command on `rendered`, written to a temp file beside the installed
+/// config (so relative paths in it resolve the same way) and removed afterwards.
+pub async fn validate(cfg: &Config, rendered: &str) -> Result<()> {
+    let candidate = fsutil::temp_path(&cfg.installed_cfg);
+    std::fs::write(&candidate, rendered)
+        .with_context(|| format!("cannot write candidate config {}", candidate.display()))?;
+    let checked = check(cfg, &candidate).await;
+    let _ = std::fs::remove_file(&candidate);
+    checked
+}
+
+/// The installed config's text, `None` when there is none yet.
+pub fn installed_text(cfg: &Config) -> Result<Option<String>> {
+    match std::fs::read_to_string(&cfg.installed_cfg) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", cfg.installed_cfg.display())),
+    }
+}
+
 /// What [`apply`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -224,24 +244,13 @@ pub async fn apply(
             .with_context(|| format!("cannot write {}", cfg.rendered_cfg.display()))?;
     }
     let installed = &cfg.installed_cfg;
-    let current = match std::fs::read_to_string(installed) {
-        Ok(s) => Some(s),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", installed.display())),
-    };
+    let current = installed_text(cfg)?;
     if !force && current.as_deref() == Some(rendered) {
         return Ok(Applied::Unchanged);
     }
-    // Validate the exact bytes that will be installed, beside the live file.
-    let candidate = fsutil::temp_path(installed);
-    std::fs::write(&candidate, rendered)
-        .with_context(|| format!("cannot write candidate config {}", candidate.display()))?;
-    let checked = check(cfg, &candidate).await;
-    if let Err(e) = checked {
-        let _ = std::fs::remove_file(&candidate);
-        return Err(e.context(format!("{} left unchanged", installed.display())));
-    }
-    let _ = std::fs::remove_file(&candidate);
+    validate(cfg, rendered)
+        .await
+        .map_err(|e| e.context(format!("{} left unchanged", installed.display())))?;
     let last_good = last_good_path(installed);
     if let Some(cur) = &current {
         fsutil::write_atomic(&last_good, cur.as_bytes())

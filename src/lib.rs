@@ -6,12 +6,15 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod diff;
 pub mod digitalocean;
 pub mod duration;
+pub mod etcd;
 pub mod fsutil;
 pub mod haproxy;
 pub mod inventory;
 pub mod metadata;
+pub mod output;
 
 /// An error that means "the invocation or the configuration is wrong" (exit code 2).
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,8 @@ mod support;
 
 mod commands;
 mod errors;
+mod etcd;
 mod faults;
 mod golden;
+mod operator;
 mod walkthrough;

@@ -1,17 +1,19 @@
 //! `doproxy create [--count N]`: create droplets (ten names per API request), record each
 //! ID in the inventory before waiting, poll all pending droplets with one list request per
-//! round, and add each group that becomes ready to HAProxy with one reload.
+//! round, optionally wait until each answers HTTP, and add each group that becomes ready to
+//! HAProxy with one reload.
 
-use super::{note, say, sync_haproxy, warn, Ctx, Fleet};
+use super::{note, say, sync_haproxy, warn, Ctx, DropletInfo, Fleet};
 use crate::digitalocean::{Created, Droplet, MAX_NAMES_PER_CREATE};
 use crate::inventory::Inventory;
+use crate::output;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
 /// Runs `create`.
-pub async fn run(ctx: &Ctx, count: u32) -> Result<()> {
+pub async fn run(ctx: &Ctx, count: u32, dry_run: bool) -> Result<()> {
     let cfg = &ctx.cfg;
     // Everything that can be checked without spending money is checked first.
     let user_data = cfg.user_data()?;
@@ -24,8 +26,11 @@ pub async fn run(ctx: &Ctx, count: u32) -> Result<()> {
         .map(|_| unique_name(&cfg.droplet.hostname_prefix))
         .collect();
     let mut fields = cfg.droplet.request_fields(&cfg.ssh_keys);
-    if let Some(u) = user_data {
-        fields.insert("user_data".into(), u.into());
+    if let Some(u) = &user_data {
+        fields.insert("user_data".into(), u.clone().into());
+    }
+    if dry_run {
+        return preview(ctx, &names, &fields, user_data.as_deref()).await;
     }
     let tag = cfg.droplet.doproxy_tag();
     let settle = cfg.poll_interval.min(Duration::from_secs(10)) * 2;
@@ -44,6 +49,7 @@ pub async fn run(ctx: &Ctx, count: u32) -> Result<()> {
                     pending.push(Pending {
                         id: c.droplet.id,
                         name: c.droplet.name,
+                        status: c.droplet.status,
                         action_id: c.action_id,
                         since: Instant::now(),
                     });
@@ -56,18 +62,71 @@ pub async fn run(ctx: &Ctx, count: u32) -> Result<()> {
         }
     }
 
-    let outcome = wait_and_add(ctx, pending).await;
-    match (create_error, outcome) {
+    let mut added = Vec::new();
+    let outcome = wait_and_add(ctx, pending, &mut added).await;
+    output::progress_done();
+    let result = match (create_error, outcome) {
         (None, Ok(())) => Ok(()),
         (Some(e), Ok(())) => Err(e),
         (None, Err(e)) => Err(e),
         (Some(e), Err(w)) => Err(e.context(format!("{w:#}"))),
+    };
+    if result.is_ok() {
+        output::json(&serde_json::json!({ "action": "create", "droplets": added }));
     }
+    result
+}
+
+/// `--dry-run`: what would be created; no API call that changes anything, no file written.
+async fn preview(
+    ctx: &Ctx,
+    names: &[String],
+    fields: &serde_json::Map<String, serde_json::Value>,
+    user_data: Option<&str>,
+) -> Result<()> {
+    let d = &ctx.cfg.droplet;
+    let requests = names.len().div_ceil(MAX_NAMES_PER_CREATE);
+    say(&format!(
+        "dry run: would create {} droplet(s) in {requests} API request(s): {}",
+        names.len(),
+        names.join(", ")
+    ));
+    say(&format!(
+        "  size {}, image {}, region {}, tags {}, user data {}",
+        d.size,
+        fields
+            .get("image")
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+        d.region.as_deref().unwrap_or("(any)"),
+        d.tags.join(","),
+        user_data.map_or_else(|| "none".to_string(), |u| format!("{} bytes", u.len()))
+    ));
+    // The config as it stands must validate: new droplets are added to it.
+    let inv = Inventory::load(&ctx.cfg.inventory_file)?;
+    let fleet = Fleet::fetch(ctx, &inv).await?;
+    let servers = fleet.servers(&inv, None);
+    let prepared = super::prepare(ctx).await?;
+    let rendered = super::render(ctx, &prepared, &servers)?;
+    crate::haproxy::validate(&ctx.cfg, &rendered).await?;
+    say("  the current config renders and passes the check command");
+    let mut request = fields.clone();
+    request.remove("user_data");
+    output::json(&serde_json::json!({
+        "action": "create",
+        "dry_run": true,
+        "names": names,
+        "api_requests": requests,
+        "request": request,
+        "user_data_bytes": user_data.map(str::len),
+    }));
+    Ok(())
 }
 
 struct Pending {
     id: u64,
     name: String,
+    status: String,
     action_id: Option<u64>,
     since: Instant,
 }
@@ -87,15 +146,26 @@ fn record(ctx: &Ctx, created: &[Created]) -> Result<()> {
 
 /// Polls until every pending droplet is ready (then reloads HAProxy for each group that
 /// became ready together), has failed, or the deadline passes.
-async fn wait_and_add(ctx: &Ctx, mut pending: Vec<Pending>) -> Result<()> {
+async fn wait_and_add(
+    ctx: &Ctx,
+    mut pending: Vec<Pending>,
+    added: &mut Vec<DropletInfo>,
+) -> Result<()> {
     let cfg = &ctx.cfg;
     let tag = cfg.droplet.doproxy_tag();
-    let deadline = Instant::now() + cfg.wait_timeout;
+    let started = Instant::now();
+    let deadline = started + cfg.wait_timeout;
     // First look soon after the create, then back off to poll_interval.
     let mut interval = (cfg.poll_interval / 8).max(Duration::from_millis(10));
     let mut failures: Vec<String> = Vec::new();
+    let mut tick = 0usize;
+    let mut shown: Vec<(u64, String)> = Vec::new();
     while !pending.is_empty() {
         let now = Instant::now();
+        let state: Vec<(u64, String)> = pending.iter().map(|p| (p.id, p.status.clone())).collect();
+        output::progress(tick, &state, started.elapsed(), state != shown);
+        shown = state;
+        tick += 1;
         if now >= deadline {
             let ids: Vec<String> = pending.iter().map(|p| p.id.to_string()).collect();
             failures.push(format!(
@@ -110,11 +180,12 @@ async fn wait_and_add(ctx: &Ctx, mut pending: Vec<Pending>) -> Result<()> {
             // Leave the rest of the hourly budget to other commands.
             wait = wait.max(cfg.poll_interval * 2);
         }
-        tokio::time::sleep(wait.min(deadline - now)).await;
+        let wait = wait.min(deadline - now);
+        output::debug(&format!("next poll in {wait:.1?}"));
+        tokio::time::sleep(wait).await;
         interval = (interval * 2).min(cfg.poll_interval);
 
-        let listed = ctx.client.list_by_tag(tag).await;
-        let listed: Vec<Droplet> = match listed {
+        let listed: Vec<Droplet> = match ctx.client.list_by_tag(tag).await {
             Ok(l) => l,
             Err(e) => {
                 warn(&format!("polling: {e}; will retry"));
@@ -123,10 +194,20 @@ async fn wait_and_add(ctx: &Ctx, mut pending: Vec<Pending>) -> Result<()> {
         };
         let mut ready = Vec::new();
         let mut still = Vec::new();
-        for p in pending {
+        for mut p in pending {
             match listed.iter().find(|d| d.id == p.id) {
-                Some(d) if d.is_ready() => ready.push(p),
-                Some(d) if d.status == "new" || d.status == "active" => still.push(p),
+                Some(d) if d.is_ready() => {
+                    if !cfg.readiness_check || answers_http(ctx, d).await {
+                        ready.push(p);
+                    } else {
+                        p.status = "active, waiting for HTTP".into();
+                        still.push(p);
+                    }
+                }
+                Some(d) if d.status == "new" || d.status == "active" => {
+                    p.status.clone_from(&d.status);
+                    still.push(p);
+                }
                 Some(d) => {
                     failures.push(format!(
                         "droplet {} ({}) is {:?} instead of becoming active; it stays in the inventory",
@@ -151,7 +232,8 @@ async fn wait_and_add(ctx: &Ctx, mut pending: Vec<Pending>) -> Result<()> {
         }
         pending = still;
         if !ready.is_empty() {
-            add_to_backend(ctx, &ready).await?;
+            output::progress_done();
+            add_to_backend(ctx, &ready, added).await?;
         }
     }
     if failures.is_empty() {
@@ -159,6 +241,33 @@ async fn wait_and_add(ctx: &Ctx, mut pending: Vec<Pending>) -> Result<()> {
     } else {
         bail!("{}", failures.join("; "))
     }
+}
+
+/// The readiness gate: does the app answer HTTP on the droplet's private address yet?
+async fn answers_http(ctx: &Ctx, d: &Droplet) -> bool {
+    let Some(ip) = d.private_ipv4() else {
+        return false;
+    };
+    let url = format!(
+        "http://{ip}:{}{}",
+        ctx.cfg.backend_port, ctx.cfg.readiness_path
+    );
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+    else {
+        return false;
+    };
+    let answered = client
+        .get(&url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().as_u16() < 500);
+    output::debug(&format!(
+        "readiness check {url}: {}",
+        if answered { "answered" } else { "not yet" }
+    ));
+    answered
 }
 
 /// For a droplet missing from the tag listing: `Some(reason)` when it is really gone (its
@@ -191,7 +300,7 @@ fn forget(ctx: &Ctx, id: u64) -> Result<()> {
     inv.save(&ctx.cfg.inventory_file)
 }
 
-async fn add_to_backend(ctx: &Ctx, ready: &[Pending]) -> Result<()> {
+async fn add_to_backend(ctx: &Ctx, ready: &[Pending], added: &mut Vec<DropletInfo>) -> Result<()> {
     let _lock = ctx.lock()?;
     let inv = Inventory::load(&ctx.cfg.inventory_file)?;
     let fleet = Fleet::fetch(ctx, &inv).await?;
@@ -205,6 +314,8 @@ async fn add_to_backend(ctx: &Ctx, ready: &[Pending]) -> Result<()> {
     })?;
     for p in ready {
         say(&format!("Success: {} created and added to backend.", p.id));
+        let line = inv.ids.iter().position(|x| *x == p.id);
+        added.push(DropletInfo::new(line, p.id, fleet.by_id.get(&p.id)));
     }
     Ok(())
 }

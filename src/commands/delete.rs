@@ -1,31 +1,80 @@
-//! `doproxy delete N`: drain the backend, take it out of the config and reload, destroy
-//! the droplet, and only then drop its inventory line — the order measured to drop no
-//! request (the original reloaded, then destroyed, and lost the line if the API failed).
+//! `doproxy delete N` (or `--id`, `--name`): drain the backend, take it out of the config
+//! and reload, destroy the droplet, and only then drop its inventory line — the order
+//! measured to drop no request (the original reloaded, then destroyed, and lost the line if
+//! the API call failed).
 
-use super::{note, say, sync_haproxy, Ctx, Fleet};
+use super::{note, say, sync_haproxy, Ctx, DropletInfo, Fleet};
 use crate::haproxy;
 use crate::inventory::Inventory;
 use crate::usage_error;
 use anyhow::{Context, Result};
 
+/// Which droplet to delete.
+#[derive(Debug, Clone)]
+pub enum Which {
+    /// Inventory line, from 0.
+    Line(usize),
+    /// Droplet ID.
+    Id(u64),
+    /// Droplet name (must match exactly one inventory droplet).
+    Name(String),
+}
+
 /// Runs `delete`.
-pub async fn run(ctx: &Ctx, line: usize) -> Result<()> {
+pub async fn run(ctx: &Ctx, which: Which, dry_run: bool) -> Result<()> {
     let _lock = ctx.lock()?;
     let mut inv = Inventory::load(&ctx.cfg.inventory_file)?;
-    let Some(id) = inv.get(line) else {
-        return Err(usage_error(match inv.ids.len() {
-            0 => format!(
-                "line {line} does not exist: the inventory {} is empty",
-                ctx.cfg.inventory_file.display()
-            ),
-            n => format!(
-                "line {line} does not exist in the inventory (valid: 0 to {})",
-                n - 1
-            ),
-        }));
-    };
+    let inv_path = ctx.cfg.inventory_file.display();
     let fleet = Fleet::fetch(ctx, &inv).await?;
+    let line = match &which {
+        Which::Line(n) if *n < inv.ids.len() => *n,
+        Which::Line(n) => {
+            return Err(usage_error(match inv.ids.len() {
+                0 => format!("line {n} does not exist: the inventory {inv_path} is empty"),
+                len => format!(
+                    "line {n} does not exist in the inventory (valid: 0 to {})",
+                    len - 1
+                ),
+            }))
+        }
+        Which::Id(id) => inv.ids.iter().position(|x| x == id).ok_or_else(|| {
+            usage_error(format!("droplet {id} is not in the inventory {inv_path}"))
+        })?,
+        Which::Name(name) => {
+            let lines: Vec<usize> = inv
+                .ids
+                .iter()
+                .enumerate()
+                .filter(|(_, id)| {
+                    fleet
+                        .by_id
+                        .get(id)
+                        .is_some_and(|d| d.name.eq_ignore_ascii_case(name))
+                })
+                .map(|(n, _)| n)
+                .collect();
+            match lines.as_slice() {
+                [n] => *n,
+                [] => return Err(usage_error(format!("no droplet named {name:?} in the inventory {inv_path}"))),
+                _ => {
+                    return Err(usage_error(format!(
+                        "{} inventory droplets are named {name:?} (lines {lines:?}); delete by line number or --id"
+                    , lines.len())))
+                }
+            }
+        }
+    };
+    let id = inv.ids[line];
+    let info = DropletInfo::new(Some(line), id, fleet.by_id.get(&id));
     let servers = fleet.servers(&inv, Some(id));
+    if dry_run {
+        say(&format!(
+            "dry run: would drain www-{id}, reload without it, destroy droplet {id} ({}) and remove line {line} of the inventory",
+            info.name.as_deref().unwrap_or("missing")
+        ));
+        return super::reload::preview(ctx, &servers, "delete").await;
+    }
+
     let drained = haproxy::drain(&ctx.cfg, id, ctx.cfg.drain_timeout)
         .await
         .unwrap_or(false);
@@ -49,5 +98,6 @@ pub async fn run(ctx: &Ctx, line: usize) -> Result<()> {
     inv.ids.remove(line);
     inv.save(&ctx.cfg.inventory_file)?;
     say(&format!("Success: {id} deleted and removed from backend."));
+    crate::output::json(&serde_json::json!({ "action": "delete", "droplet": info }));
     Ok(())
 }

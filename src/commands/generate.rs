@@ -16,5 +16,10 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     let out = &ctx.cfg.rendered_cfg;
     fsutil::write_atomic(out, rendered.as_bytes())
         .with_context(|| format!("cannot write {}", out.display()))?;
+    crate::output::json(&serde_json::json!({
+        "action": "generate",
+        "config": out,
+        "backends": servers,
+    }));
     Ok(())
 }

@@ -8,12 +8,12 @@ pub mod print;
 pub mod reload;
 
 use crate::config::Config;
-use crate::digitalocean::{Client, Droplet};
+use crate::digitalocean::{Client, Droplet, Event};
 use crate::haproxy::{self, Applied, RenderContext, Server};
 use crate::inventory::{Inventory, Lock};
 use anyhow::Result;
+use serde::Serialize;
 use std::collections::HashMap;
-use std::io::Write;
 
 /// Everything a command needs.
 #[derive(Debug)]
@@ -27,7 +27,10 @@ pub struct Ctx {
 impl Ctx {
     /// Builds the API client for `cfg`.
     pub fn new(cfg: Config) -> Result<Ctx> {
-        let client = Client::new(&cfg.api_url, &cfg.token, cfg.api_timeout, cfg.retry.clone())?;
+        let mut client = Client::new(&cfg.api_url, &cfg.token, cfg.api_timeout, cfg.retry.clone())?;
+        if crate::output::settings().verbose {
+            client = client.with_observer(Box::new(log_api_event));
+        }
         Ok(Ctx { cfg, client })
     }
 
@@ -48,21 +51,63 @@ impl Ctx {
     }
 }
 
-/// Prints a line on stdout; a closed pipe (`doproxy print | head -1`) is not an error.
-pub fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+pub use crate::output::{note, say, warn};
+
+/// `--verbose`: one line per API request and per retry (never the token: it is a header).
+fn log_api_event(e: &Event) {
+    match e {
+        Event::Request(r) => crate::output::debug(&format!(
+            "api {} {} -> {} in {:.0?} (request id {}, ratelimit-remaining {})",
+            r.method,
+            r.path,
+            r.status
+                .map_or_else(|| "no answer".to_string(), |s| s.to_string()),
+            r.elapsed,
+            r.request_id.as_deref().unwrap_or("-"),
+            r.ratelimit_remaining
+                .map_or_else(|| "-".to_string(), |n| n.to_string()),
+        )),
+        Event::Retry {
+            method,
+            path,
+            attempt,
+            delay,
+            error,
+        } => crate::output::debug(&format!(
+            "api {method} {path}: attempt {attempt} failed ({error}); retrying in {delay:.1?}"
+        )),
+    }
 }
 
-/// Prints a warning on stderr.
-pub fn warn(line: &str) {
-    eprintln!("doproxy: warning: {line}");
+/// A droplet as the JSON output shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DropletInfo {
+    /// Inventory line (as `print` numbers them); `null` for droplets not in the inventory.
+    pub line: Option<usize>,
+    /// Droplet ID.
+    pub id: u64,
+    /// Name; `null` when the droplet does not exist.
+    pub name: Option<String>,
+    /// API status, or `missing` when the droplet does not exist.
+    pub status: String,
+    /// Private IPv4 address, once known.
+    pub private_ip: Option<String>,
+    /// Public IPv4 address, once known.
+    pub public_ip: Option<String>,
 }
 
-/// Prints progress on stderr.
-pub fn note(line: &str) {
-    eprintln!("doproxy: {line}");
+impl DropletInfo {
+    /// Describes inventory entry `line` (`d` is `None` when the droplet does not exist).
+    pub fn new(line: Option<usize>, id: u64, d: Option<&Droplet>) -> DropletInfo {
+        DropletInfo {
+            line,
+            id,
+            name: d.map(|d| d.name.clone()),
+            status: d.map_or_else(|| "missing".to_string(), |d| d.status.clone()),
+            private_ip: d.and_then(Droplet::private_ipv4).map(|ip| ip.to_string()),
+            public_ip: d.and_then(Droplet::public_ipv4).map(|ip| ip.to_string()),
+        }
+    }
 }
 
 /// What the API says about the inventory's droplets.

@@ -1,6 +1,6 @@
-//! `doproxy print`: the inventory, numbered from 0, in the original's line format.
+//! `doproxy print`: the inventory, numbered from 0, in the original's line format (or JSON).
 
-use super::{say, warn, Ctx, Fleet};
+use super::{say, warn, Ctx, DropletInfo, Fleet};
 use crate::inventory::Inventory;
 use anyhow::Result;
 
@@ -11,27 +11,35 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     if inv.ids.is_empty() {
         say("The inventory file is empty. Use the create command.");
     }
+    let mut entries = Vec::new();
     for (n, id) in inv.ids.iter().enumerate() {
-        match fleet.by_id.get(id) {
-            Some(d) => {
-                let ip = d
-                    .private_ipv4()
-                    .map(|ip| ip.to_string())
-                    .unwrap_or_default();
-                say(&format!(
-                    "{n}) {}  (pvt ip: {ip}, status: {}, id: {id})",
-                    d.name, d.status
-                ));
-            }
+        let d = fleet.by_id.get(id);
+        let info = DropletInfo::new(Some(n), *id, d);
+        match d {
+            Some(d) => say(&format!(
+                "{n}) {}  (pvt ip: {}, status: {}, id: {id})",
+                d.name,
+                info.private_ip.as_deref().unwrap_or(""),
+                d.status
+            )),
             None => {
                 // Reported, never dropped: the operator decides (`doproxy delete N`).
                 say(&format!(
                     "{n}) (missing)  (pvt ip: , status: missing, id: {id})"
                 ));
-                warn(&format!("inventory line {n}: droplet {id} does not exist (deleted outside doproxy?); `doproxy delete {n}` removes the line"));
+                warn(&format!(
+                    "inventory line {n}: droplet {id} does not exist (deleted outside doproxy?); `doproxy delete {n}` removes the line"
+                ));
             }
         }
+        entries.push(info);
     }
     fleet.warn_orphans(&ctx.cfg);
+    let orphans: Vec<DropletInfo> = fleet
+        .orphans
+        .iter()
+        .map(|d| DropletInfo::new(None, d.id, Some(d)))
+        .collect();
+    crate::output::json(&serde_json::json!({ "droplets": entries, "orphans": orphans }));
     Ok(())
 }

@@ -38,7 +38,27 @@ struct Answer {
 }
 
 /// Observer for API traffic (verbose logs, counters in benchmarks).
-pub type Observer = Box<dyn Fn(&RequestEvent) + Send + Sync>;
+pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
+
+/// What an [`Observer`] is told.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A request finished (or failed without an answer).
+    Request(RequestEvent),
+    /// A request is about to be retried after `delay`.
+    Retry {
+        /// Method.
+        method: &'static str,
+        /// Path and query.
+        path: String,
+        /// The attempt that failed (1-based).
+        attempt: u32,
+        /// The wait before the next attempt.
+        delay: Duration,
+        /// Why.
+        error: String,
+    },
+}
 
 /// One finished API request, as reported to an [`Observer`].
 #[derive(Debug, Clone)]
@@ -179,17 +199,40 @@ impl Client {
             }
             Err(_) => (None, None, None),
         };
-        if let Some(obs) = &self.observer {
-            obs(&RequestEvent {
+        self.emit(|| {
+            Event::Request(RequestEvent {
                 method,
                 path: path.to_string(),
                 status,
                 request_id,
                 ratelimit_remaining: remaining,
                 elapsed: started.elapsed(),
-            });
-        }
+            })
+        });
         answer
+    }
+
+    fn emit(&self, event: impl FnOnce() -> Event) {
+        if let Some(obs) = &self.observer {
+            obs(&event());
+        }
+    }
+
+    fn retrying(
+        &self,
+        method: &'static str,
+        path: &str,
+        attempt: u32,
+        delay: Duration,
+        err: &Error,
+    ) {
+        self.emit(|| Event::Retry {
+            method,
+            path: path.to_string(),
+            attempt,
+            delay,
+            error: err.to_string(),
+        });
     }
 
     /// Sends an idempotent request (GET, DELETE), retrying 429, 5xx and transport errors
@@ -210,6 +253,7 @@ impl Client {
             if attempt >= self.retry.max_attempts || waited + delay > self.retry.budget {
                 return Err(err);
             }
+            self.retrying(method, path, attempt, delay, &err);
             waited += delay;
             tokio::time::sleep(delay).await;
         }
@@ -399,6 +443,7 @@ impl Client {
             if attempt >= self.retry.max_attempts || waited + delay > self.retry.budget {
                 return Err(err);
             }
+            self.retrying("POST", "/v2/droplets", attempt, delay, &err);
             waited += delay;
             tokio::time::sleep(delay).await;
         }

@@ -1,0 +1,1 @@
+//! etcd v3 client (JSON gateway) — being written.

@@ -1,0 +1,1 @@
+//! etcd tests — being written.

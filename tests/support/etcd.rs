@@ -1,0 +1,1 @@
+//! Starting etcd on loopback for tests — being written.
