@@ -255,3 +255,92 @@ fn warns_when_the_token_file_is_readable_by_others() {
         r.stderr
     );
 }
+
+#[test]
+fn inventory_with_crlf_and_blank_lines_is_read_sensibly() {
+    let env = TestEnv::new();
+    let a = env.sim.create_droplet_direct("auto-nginx-a", &["doproxy"]);
+    let b = env.sim.create_droplet_direct("auto-nginx-b", &["doproxy"]);
+    env.write("inventory", &format!("{a}\r\n\r\n{b}\r\n"));
+    let r = env.run(&["print"]).ok();
+    let lines: Vec<_> = r
+        .stdout
+        .lines()
+        .map(|l| parse_print_line(l).unwrap())
+        .collect();
+    assert_eq!(
+        (lines[0].0, lines[0].4, lines[1].0, lines[1].4),
+        (0, a, 1, b)
+    );
+    // A write normalizes the file to one ID a line.
+    env.run(&["delete", "0"]).ok();
+    assert_eq!(env.read("inventory"), format!("{b}\n"));
+}
+
+#[test]
+fn print_with_200_droplets_lists_instead_of_one_get_per_line() {
+    let env = TestEnv::new();
+    let mut ids: Vec<u64> = (0..200)
+        .map(|i| {
+            env.sim
+                .create_droplet_direct(&format!("auto-nginx-{i}"), &["doproxy"])
+        })
+        .collect();
+    // Five droplets the Ruby DOProxy made carry no tag: they are looked up one by one.
+    let untagged: Vec<u64> = (0..5)
+        .map(|i| env.sim.create_droplet_direct(&format!("ruby-{i}"), &[]))
+        .collect();
+    ids.extend(&untagged);
+    env.write(
+        "inventory",
+        &ids.iter().map(|id| format!("{id}\n")).collect::<String>(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    env.sim.clear_requests();
+    let r = env.run(&["print"]).ok();
+    assert_eq!(r.stdout.lines().count(), 205);
+    assert_eq!(
+        r.stdout.matches("status: active").count(),
+        205,
+        "{}",
+        r.stdout
+    );
+    let log = env.sim.requests();
+    let lists = log.iter().filter(|r| r.path == "/v2/droplets").count();
+    let gets: Vec<_> = log
+        .iter()
+        .filter(|r| r.path.starts_with("/v2/droplets/"))
+        .collect();
+    assert!(lists <= 2, "{lists} list requests for 200 tagged droplets");
+    assert_eq!(
+        gets.len(),
+        5,
+        "only the untagged droplets are fetched one by one: {gets:?}"
+    );
+    eprintln!("FIGURES print 205 droplets: {lists} list request(s) + {} GETs (one-GET-per-line would be 205)", gets.len());
+}
+
+#[test]
+fn readiness_gate_waits_until_the_app_answers() {
+    let opts = do_sim::SimOptions {
+        app_boot_delay: std::time::Duration::from_millis(600),
+        ..fast_sim_options()
+    };
+    let env = TestEnv::with_options(opts, false);
+    env.write_config("readiness_check: true\n");
+    let r = env.run(&["-v", "create"]).ok();
+    assert!(
+        r.stderr.contains("readiness check http://127.") && r.stderr.contains(": not yet"),
+        "{}",
+        r.stderr
+    );
+    let d = &env.sim.droplets()[0];
+    let addr: std::net::SocketAddr =
+        format!("{}:{}", d.private_ipv4.as_ref().unwrap(), env.backend_port)
+            .parse()
+            .unwrap();
+    // The moment create reports success, the backend answers.
+    let (status, body) = http_get(addr, "/").expect("the app answers once create has returned");
+    assert_eq!(status, 200);
+    assert!(body.contains(&format!("ID: {}", d.id)));
+}

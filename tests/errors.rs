@@ -227,3 +227,272 @@ fn plain_http_api_url_off_loopback_is_refused() {
         );
     });
 }
+
+fn point_api_at(e: &TestEnv, url: &str) {
+    e.write(
+        "doproxy.yml",
+        &e.config_text("").replace(
+            &format!("api_url: {}", e.sim.url()),
+            &format!("api_url: {url}"),
+        ),
+    );
+}
+
+#[test]
+fn api_answers_that_are_not_what_the_api_documents() {
+    case("non-JSON 200", &["print"], 1, "unexpected body", |e| {
+        point_api_at(e, &fake_api(200, "<html>gateway</html>"))
+    });
+    case("truncated JSON", &["print"], 1, "unexpected body", |e| {
+        point_api_at(e, &fake_api(200, "{\"droplets\": [{\"id\": 1"))
+    });
+    case(
+        "missing fields",
+        &["print"],
+        1,
+        "missing field `meta`",
+        |e| point_api_at(e, &fake_api(200, "{\"droplets\": []}")),
+    );
+    case("403", &["print"], 1, "HTTP 403 forbidden", |e| {
+        point_api_at(e, &fake_api(403, "{\"id\":\"forbidden\",\"message\":\"You do not have permission to perform this action.\"}"))
+    });
+    case("non-JSON 502", &["reload"], 1, "HTTP 502", |e| {
+        point_api_at(e, &fake_api(502, "<html>bad gateway</html>"))
+    });
+}
+
+#[test]
+fn api_errors_from_the_simulator() {
+    case("5xx always", &["print"], 1, "HTTP 50", |e| {
+        e.sim.set_faults(do_sim::Faults {
+            error_rate: Some(1.0),
+            ..Default::default()
+        })
+    });
+    case(
+        "429 beyond the retry budget",
+        &["print"],
+        1,
+        "HTTP 429 too_many_requests",
+        |e| {
+            e.sim.set_faults(do_sim::Faults {
+                rate_limit_per_minute: Some(Some(1)),
+                ..Default::default()
+            });
+            // Spend the one request of this minute.
+            let _ = e.run(&["print"]);
+        },
+    );
+}
+
+#[test]
+fn droplet_limit_422_creates_nothing() {
+    let env = TestEnv::with_options(
+        do_sim::SimOptions {
+            droplet_limit: 2,
+            ..fast_sim_options()
+        },
+        false,
+    );
+    env.sim.create_droplet_direct("existing", &["doproxy"]);
+    let r = env.run(&["create", "--count", "2"]).code(1);
+    assert!(
+        r.stderr.contains("HTTP 422 unprocessable_entity") && r.stderr.contains("droplet limit"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("request id "), "{}", r.stderr);
+    assert_eq!(env.read("inventory"), "");
+    assert_eq!(env.sim.droplets().len(), 1);
+}
+
+#[test]
+fn more_config_mistakes() {
+    case(
+        "nested unknown key",
+        &["print"],
+        2,
+        "droplet_options: unknown field `colour`",
+        |e| {
+            e.write(
+                "doproxy.yml",
+                &e.config_text("")
+                    .replace("  size: s-1vcpu-1gb", "  size: s-1vcpu-1gb\n  colour: blue"),
+            );
+        },
+    );
+    case("placeholder token", &["print"], 2, "placeholder", |e| {
+        e.write(
+            "doproxy.yml",
+            &e.config_text("")
+                .replace(&format!("token: {TOKEN}"), "token: <YOUR_DO_API_TOKEN>"),
+        );
+    });
+    case("negative duration", &["print"], 2, "wait_timeout", |e| {
+        e.write(
+            "doproxy.yml",
+            &e.config_text("")
+                .replace("wait_timeout: 20s", "wait_timeout: -5"),
+        );
+    });
+    case("bad frontend_bind", &["print"], 2, "frontend_bind", |e| {
+        e.write(
+            "doproxy.yml",
+            &e.config_text("")
+                .replace("frontend_bind: 127.0.0.1:", "frontend_bind: nowhere:"),
+        );
+    });
+    case(
+        "stats user without password",
+        &["print"],
+        2,
+        "stats_user and stats_password",
+        |e| {
+            e.write(
+                "doproxy.yml",
+                &e.config_text("").replace(
+                    "  noreuseport: true",
+                    "  noreuseport: true\n  stats_user: admin",
+                ),
+            );
+        },
+    );
+}
+
+#[test]
+fn missing_files() {
+    case("missing user data", &["create"], 2, "userdata_file", |e| {
+        std::fs::remove_file(e.path("user-data.yml")).unwrap();
+    });
+    case(
+        "missing template",
+        &["reload"],
+        2,
+        "haproxy_template_file",
+        |e| e.write_config("haproxy_template_file: nope.tera\n"),
+    );
+    case("missing inventory", &["print"], 1, "doesn't exist", |e| {
+        std::fs::remove_file(e.path("inventory")).unwrap();
+    });
+}
+
+#[test]
+fn inventory_problems() {
+    case(
+        "duplicate id",
+        &["reload"],
+        1,
+        "already listed at line 1",
+        |e| {
+            let keep = e.read("inventory");
+            e.write("inventory", &format!("{keep}{keep}"));
+        },
+    );
+    case("invalid tag", &["create"], 2, "droplet_options.tags", |e| {
+        e.write(
+            "doproxy.yml",
+            &e.config_text("").replace(
+                "hostname_prefix: auto-nginx",
+                "hostname_prefix: auto-nginx\n  tags: [\"bad tag\"]",
+            ),
+        );
+    });
+}
+
+#[test]
+fn more_argument_mistakes() {
+    case(
+        "huge line number",
+        &["delete", "99999999999999999999999"],
+        2,
+        "99999999999999999999999",
+        |_| {},
+    );
+    case("count 0", &["create", "--count", "0"], 2, "--count", |_| {});
+    case(
+        "count not a number",
+        &["create", "--count", "abc"],
+        2,
+        "abc",
+        |_| {},
+    );
+    case(
+        "unknown output format",
+        &["-o", "yaml", "print"],
+        2,
+        "yaml",
+        |_| {},
+    );
+}
+
+#[test]
+fn more_value_mistakes() {
+    let replace = |from: &'static str, to: &'static str| {
+        move |e: &TestEnv| {
+            let text = e.config_text("");
+            let from = if from == "BP" {
+                format!("backend_port: {}", e.backend_port)
+            } else {
+                from.to_string()
+            };
+            assert!(text.contains(&from), "{from}");
+            e.write("doproxy.yml", &text.replace(&from, to));
+        }
+    };
+    case(
+        "port 0",
+        &["print"],
+        2,
+        "backend_port",
+        replace("BP", "backend_port: 0"),
+    );
+    case(
+        "port out of range",
+        &["print"],
+        2,
+        "backend_port",
+        replace("BP", "backend_port: 70000"),
+    );
+    case("ftp api url", &["print"], 2, "api_url", |e| {
+        e.write(
+            "doproxy.yml",
+            &e.config_text("").replace(
+                &format!("api_url: {}", e.sim.url()),
+                "api_url: ftp://127.0.0.1/",
+            ),
+        );
+    });
+    case(
+        "relative stats socket",
+        &["print"],
+        2,
+        "haproxy.stats_socket",
+        |e| {
+            let text = e.config_text("");
+            let start = text.find("  stats_socket: ").unwrap();
+            let end = start + text[start..].find('\n').unwrap();
+            e.write(
+                "doproxy.yml",
+                &format!(
+                    "{}  stats_socket: run/admin.sock{}",
+                    &text[..start],
+                    &text[end..]
+                ),
+            );
+        },
+    );
+    case(
+        "bad check interval",
+        &["print"],
+        2,
+        "haproxy.check_inter",
+        replace("check_inter: 500ms", "check_inter: 2x"),
+    );
+    case(
+        "image missing",
+        &["print"],
+        2,
+        "missing field `image`",
+        replace("  image: ubuntu-24-04-x64\n", ""),
+    );
+}

@@ -386,3 +386,34 @@ pub fn parse_print_line(line: &str) -> Option<(usize, String, String, String, u6
         id.parse().ok()?,
     ))
 }
+
+/// A stand-in API on 127.0.0.1 that answers every request with `status` and `body` (to test
+/// answers the real API should never give). It serves at most 100 connections or 20 s, then
+/// stops by itself. Returns its base URL.
+pub fn fake_api(status: u16, body: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut served = 0;
+        while served < 100 && Instant::now() < deadline {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    served += 1;
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut buf = [0u8; 8192];
+                    let _ = s.read(&mut buf);
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    format!("http://{addr}")
+}
