@@ -856,6 +856,7 @@ fn ka_request(s: &mut TcpStream) -> KaOutcome {
     };
     let close = header("connection:").is_some_and(|v| v.contains("close"));
     match header("content-length:").and_then(|v| v.parse::<usize>().ok()) {
+        Some(len) if len > 1024 * 1024 => return KaOutcome::Io,
         Some(len) => {
             while buf.len() < head_end + len {
                 match s.read(&mut chunk) {

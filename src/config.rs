@@ -76,7 +76,8 @@ struct RawConfig {
     haproxy_cfg_file: PathBuf,
     haproxy_cfg_path: PathBuf,
     haproxy_template_file: Option<PathBuf>,
-    inventory_file: PathBuf,
+    inventory_file: Option<PathBuf>,
+    inventory: Option<RawInventory>,
     droplet_options: RawDropletOptions,
     api_url: Option<String>,
     metadata_url: Option<String>,
@@ -93,8 +94,21 @@ struct RawConfig {
     reload_verify_timeout: Option<RawDuration>,
     readiness_check: Option<bool>,
     readiness_path: Option<String>,
+    watch_debounce: Option<RawDuration>,
     retry: Option<RawRetry>,
     haproxy: Option<RawHaproxy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInventory {
+    backend: Option<String>,
+    endpoints: Option<Vec<String>>,
+    prefix: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    lock_ttl: Option<RawDuration>,
+    timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,8 +169,8 @@ pub struct Config {
     pub installed_cfg: PathBuf,
     /// A Tera template overriding the built-in one.
     pub template_file: Option<PathBuf>,
-    /// The line-based inventory of droplet IDs.
-    pub inventory_file: PathBuf,
+    /// Where the inventory lives.
+    pub inventory: InventoryBackend,
     /// What new droplets look like.
     pub droplet: DropletOptions,
     /// API base URL without a trailing slash.
@@ -189,12 +203,40 @@ pub struct Config {
     pub readiness_check: bool,
     /// The path the readiness check requests.
     pub readiness_path: String,
+    /// `reload --watch` waits this long after a change for more changes before reloading.
+    pub watch_debounce: Duration,
     /// Retry policy for idempotent API requests.
     pub retry: RetryPolicy,
     /// True when the token was read from the config file (not the environment).
     pub token_in_file: bool,
     /// Values for the HAProxy template.
     pub haproxy: HaproxySettings,
+}
+
+/// Where the inventory lives.
+#[derive(Debug, Clone)]
+pub enum InventoryBackend {
+    /// The original's line file (`inventory_file`).
+    File(PathBuf),
+    /// An etcd v3 cluster shared by several load balancers.
+    Etcd(EtcdSettings),
+}
+
+/// The etcd inventory backend's settings (`inventory:` section).
+#[derive(Debug, Clone)]
+pub struct EtcdSettings {
+    /// Client URLs, e.g. `http://10.0.0.5:2379`.
+    pub endpoints: Vec<String>,
+    /// Key prefix; the inventory is `<prefix>inventory`, the lock `<prefix>lock/`.
+    pub prefix: String,
+    /// etcd user, if authentication is on.
+    pub username: Option<String>,
+    /// etcd password (never printed).
+    pub password: Option<Token>,
+    /// Lease TTL of the lock: how long a dead holder keeps others waiting.
+    pub lock_ttl: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
 }
 
 /// Options for new droplets.
@@ -479,6 +521,87 @@ impl Config {
                 format!("{readiness_path:?} must be a path starting with '/'"),
             ));
         }
+        let inventory = match raw.inventory {
+            None => None,
+            Some(i) => match i.backend.as_deref().unwrap_or("file") {
+                "file" => {
+                    if i.endpoints.is_some()
+                        || i.prefix.is_some()
+                        || i.username.is_some()
+                        || i.password.is_some()
+                    {
+                        return Err(bad(
+                            "inventory",
+                            "endpoints, prefix, username and password need `backend: etcd`".into(),
+                        ));
+                    }
+                    None
+                }
+                "etcd" => {
+                    let endpoints = i.endpoints.unwrap_or_default();
+                    if endpoints.is_empty() {
+                        return Err(bad(
+                            "inventory.endpoints",
+                            "at least one etcd URL is needed".into(),
+                        ));
+                    }
+                    for e in &endpoints {
+                        if !(e.starts_with("http://") || e.starts_with("https://")) {
+                            return Err(bad(
+                                "inventory.endpoints",
+                                format!("{e:?} is not an http(s) URL"),
+                            ));
+                        }
+                    }
+                    let prefix = i.prefix.unwrap_or_else(|| "/doproxy/".into());
+                    if prefix.is_empty()
+                        || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+                    {
+                        return Err(bad(
+                            "inventory.prefix",
+                            format!("{prefix:?} is not a usable key prefix"),
+                        ));
+                    }
+                    if i.username.is_some() != i.password.is_some() {
+                        return Err(bad(
+                            "inventory.username",
+                            "username and password must be set together".into(),
+                        ));
+                    }
+                    let lock_ttl = dur("inventory.lock_ttl", i.lock_ttl, Duration::from_secs(10))?;
+                    if lock_ttl < Duration::from_secs(2) {
+                        return Err(bad("inventory.lock_ttl", "must be at least 2s".into()));
+                    }
+                    Some(InventoryBackend::Etcd(EtcdSettings {
+                        endpoints: endpoints
+                            .into_iter()
+                            .map(|e| e.trim_end_matches('/').to_string())
+                            .collect(),
+                        prefix,
+                        username: i.username,
+                        password: i.password.map(Token::new),
+                        lock_ttl,
+                        timeout: dur("inventory.timeout", i.timeout, Duration::from_secs(5))?,
+                    }))
+                }
+                other => {
+                    return Err(bad(
+                        "inventory.backend",
+                        format!("{other:?} is not `file` or `etcd`"),
+                    ))
+                }
+            },
+        };
+        let inventory = match (inventory, &raw.inventory_file) {
+            (Some(etcd), _) => etcd,
+            (None, Some(f)) => InventoryBackend::File(resolve(f)),
+            (None, None) => {
+                return Err(bad(
+                    "inventory_file",
+                    "missing (or configure `inventory: {backend: etcd, ...}`)".into(),
+                ))
+            }
+        };
         let cfg_name = raw
             .haproxy_cfg_file
             .file_name()
@@ -492,7 +615,7 @@ impl Config {
             rendered_cfg: resolve(&raw.haproxy_cfg_file),
             installed_cfg: resolve(&raw.haproxy_cfg_path).join(cfg_name),
             template_file: raw.haproxy_template_file.as_deref().map(resolve),
-            inventory_file: resolve(&raw.inventory_file),
+            inventory,
             droplet: DropletOptions {
                 hostname_prefix: d.hostname_prefix,
                 region: d.region,
@@ -530,6 +653,11 @@ impl Config {
             )?,
             readiness_check: raw.readiness_check.unwrap_or(false),
             readiness_path,
+            watch_debounce: dur(
+                "watch_debounce",
+                raw.watch_debounce,
+                Duration::from_millis(500),
+            )?,
             retry,
             token_in_file,
             haproxy,
@@ -696,7 +824,9 @@ mod tests {
     #[test]
     fn loads_original_shape() {
         let c = Config::parse(Path::new("/opt/dp/doproxy.yml"), ORIGINAL, &no_env).unwrap();
-        assert_eq!(c.inventory_file, Path::new("/opt/dp/inventory"));
+        assert!(
+            matches!(&c.inventory, InventoryBackend::File(p) if p == Path::new("/opt/dp/inventory"))
+        );
         assert_eq!(c.installed_cfg, Path::new("/etc/haproxy/haproxy.cfg"));
         assert_eq!(c.rendered_cfg, Path::new("/opt/dp/haproxy.cfg"));
         assert_eq!(c.api_url, DEFAULT_API_URL);
@@ -757,6 +887,36 @@ mod tests {
         assert!(e.contains("api_url"), "{e}");
         let text = format!("{ORIGINAL}api_url: http://[::1]:8080\n");
         assert!(Config::parse(Path::new("d.yml"), &text, &no_env).is_ok());
+    }
+
+    #[test]
+    fn etcd_inventory_settings() {
+        let text = ORIGINAL.replace(
+            "inventory_file: inventory\n",
+            "inventory:\n  backend: etcd\n  endpoints: [http://127.0.0.1:2379/]\n  lock_ttl: 5s\n",
+        );
+        let c = Config::parse(Path::new("d.yml"), &text, &no_env).unwrap();
+        match c.inventory {
+            InventoryBackend::Etcd(e) => {
+                assert_eq!(e.endpoints, vec!["http://127.0.0.1:2379".to_string()]);
+                assert_eq!(e.prefix, "/doproxy/");
+                assert_eq!(e.lock_ttl, Duration::from_secs(5));
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = ORIGINAL.replace(
+            "inventory_file: inventory\n",
+            "inventory:\n  backend: etcd\n",
+        );
+        let e = Config::parse(Path::new("d.yml"), &text, &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inventory.endpoints"), "{e}");
+        let text = ORIGINAL.replace("inventory_file: inventory\n", "");
+        let e = Config::parse(Path::new("d.yml"), &text, &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inventory_file"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 pub struct Inventory {
     /// Droplet IDs in file order; index = the number `print` shows.
     pub ids: Vec<u64>,
+    /// The store's revision this was read at (etcd's `mod_revision`; 0 for files and for
+    /// an etcd key that does not exist yet).
+    pub revision: i64,
 }
 
 impl Inventory {
@@ -41,7 +44,7 @@ impl Inventory {
             ids.push(id);
             first_line.push(lineno);
         }
-        Ok(Inventory { ids })
+        Ok(Inventory { ids, revision: 0 })
     }
 
     /// The file's text: one ID a line, LF endings.

@@ -15,6 +15,7 @@ pub mod haproxy;
 pub mod inventory;
 pub mod metadata;
 pub mod output;
+pub mod store;
 
 /// An error that means "the invocation or the configuration is wrong" (exit code 2).
 #[derive(Debug, thiserror::Error)]

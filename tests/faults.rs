@@ -126,7 +126,7 @@ fn kill_9_at_random_moments_loses_nothing() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.below(350)));
+        std::thread::sleep(Duration::from_millis(rng.below(250)));
         match child.try_wait().unwrap() {
             Some(_) => finished += 1,
             None => {
@@ -174,7 +174,7 @@ fn kill_9_at_random_moments_loses_nothing() {
         }
     }
     assert!(
-        killed >= 12,
+        killed >= 8,
         "only {killed} of {trials} trials killed a running process"
     );
     eprintln!("FIGURES kill -9: {trials} trials, {killed} killed mid-run, {finished} finished first; 0 lost droplets, inventory always parsed, config always valid");

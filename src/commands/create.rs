@@ -5,7 +5,6 @@
 
 use super::{note, say, sync_haproxy, warn, Ctx, DropletInfo, Fleet};
 use crate::digitalocean::{Created, Droplet, MAX_NAMES_PER_CREATE};
-use crate::inventory::Inventory;
 use crate::output;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::hash_map::RandomState;
@@ -20,7 +19,7 @@ pub async fn run(ctx: &Ctx, count: u32, dry_run: bool) -> Result<()> {
     let prepared = super::prepare(ctx).await?;
     super::render(ctx, &prepared, &[])
         .context("the template must render before any droplet is created")?;
-    Inventory::load(&cfg.inventory_file)?;
+    ctx.store.load().await?;
 
     let names: Vec<String> = (0..count)
         .map(|_| unique_name(&cfg.droplet.hostname_prefix))
@@ -40,7 +39,7 @@ pub async fn run(ctx: &Ctx, count: u32, dry_run: bool) -> Result<()> {
     for chunk in names.chunks(MAX_NAMES_PER_CREATE) {
         match ctx.client.create(chunk, tag, &fields, settle).await {
             Ok(created) => {
-                record(ctx, &created)?;
+                record(ctx, &created).await?;
                 for c in created {
                     note(&format!(
                         "created droplet {} ({}); waiting for it to become active",
@@ -103,7 +102,7 @@ async fn preview(
         user_data.map_or_else(|| "none".to_string(), |u| format!("{} bytes", u.len()))
     ));
     // The config as it stands must validate: new droplets are added to it.
-    let inv = Inventory::load(&ctx.cfg.inventory_file)?;
+    let inv = ctx.store.load().await?;
     let fleet = Fleet::fetch(ctx, &inv).await?;
     let servers = fleet.servers(&inv, None);
     let prepared = super::prepare(ctx).await?;
@@ -133,15 +132,20 @@ struct Pending {
 
 /// Appends the new IDs to the inventory under the lock, before any waiting: whatever
 /// happens next (Ctrl-C, kill -9, deadline), the droplets are accounted for.
-fn record(ctx: &Ctx, created: &[Created]) -> Result<()> {
-    let _lock = ctx.lock()?;
-    let mut inv = Inventory::load(&ctx.cfg.inventory_file)?;
-    for c in created {
-        if !inv.ids.contains(&c.droplet.id) {
-            inv.ids.push(c.droplet.id);
-        }
-    }
-    inv.save(&ctx.cfg.inventory_file)
+async fn record(ctx: &Ctx, created: &[Created]) -> Result<()> {
+    ctx.locked(async || {
+        ctx.store
+            .update(|inv| {
+                for c in created {
+                    if !inv.ids.contains(&c.droplet.id) {
+                        inv.ids.push(c.droplet.id);
+                    }
+                }
+            })
+            .await
+            .map(|_| ())
+    })
+    .await
 }
 
 /// Polls until every pending droplet is ready (then reloads HAProxy for each group that
@@ -216,7 +220,7 @@ async fn wait_and_add(
                 }
                 None => match gone(ctx, &p).await {
                     Ok(Some(reason)) => {
-                        forget(ctx, p.id)?;
+                        forget(ctx, p.id).await?;
                         failures.push(format!(
                             "droplet {} ({}) {reason}; removed from the inventory",
                             p.id, p.name
@@ -233,7 +237,7 @@ async fn wait_and_add(
         pending = still;
         if !ready.is_empty() {
             output::progress_done();
-            add_to_backend(ctx, &ready, added).await?;
+            add_to_backend(ctx, &ready, listed, added).await?;
         }
     }
     if failures.is_empty() {
@@ -293,18 +297,40 @@ async fn gone(ctx: &Ctx, p: &Pending) -> Result<Option<String>> {
 }
 
 /// Removes an ID of a droplet that no longer exists (nothing is billed for it).
-fn forget(ctx: &Ctx, id: u64) -> Result<()> {
-    let _lock = ctx.lock()?;
-    let mut inv = Inventory::load(&ctx.cfg.inventory_file)?;
-    inv.ids.retain(|x| *x != id);
-    inv.save(&ctx.cfg.inventory_file)
+async fn forget(ctx: &Ctx, id: u64) -> Result<()> {
+    ctx.locked(async || {
+        ctx.store
+            .update(|inv| inv.ids.retain(|x| *x != id))
+            .await
+            .map(|_| ())
+    })
+    .await
 }
 
-async fn add_to_backend(ctx: &Ctx, ready: &[Pending], added: &mut Vec<DropletInfo>) -> Result<()> {
-    let _lock = ctx.lock()?;
-    let inv = Inventory::load(&ctx.cfg.inventory_file)?;
-    let fleet = Fleet::fetch(ctx, &inv).await?;
-    let servers = fleet.servers(&inv, None);
+/// Adds the droplets that became ready to HAProxy, reusing this round's listing (only IDs it
+/// did not return are looked up).
+async fn add_to_backend(
+    ctx: &Ctx,
+    ready: &[Pending],
+    listed: Vec<Droplet>,
+    added: &mut Vec<DropletInfo>,
+) -> Result<()> {
+    ctx.locked(async || {
+        let inv = ctx.store.load().await?;
+        let fleet = Fleet::from_listed(ctx, &inv, listed).await?;
+        add_locked(ctx, &inv, &fleet, ready, added).await
+    })
+    .await
+}
+
+async fn add_locked(
+    ctx: &Ctx,
+    inv: &crate::inventory::Inventory,
+    fleet: &Fleet,
+    ready: &[Pending],
+    added: &mut Vec<DropletInfo>,
+) -> Result<()> {
+    let servers = fleet.servers(inv, None);
     let ids: Vec<String> = ready.iter().map(|p| p.id.to_string()).collect();
     sync_haproxy(ctx, &servers, false).await.with_context(|| {
         format!(

@@ -5,7 +5,6 @@
 
 use super::{note, say, sync_haproxy, Ctx, DropletInfo, Fleet};
 use crate::haproxy;
-use crate::inventory::Inventory;
 use crate::usage_error;
 use anyhow::{Context, Result};
 
@@ -22,9 +21,13 @@ pub enum Which {
 
 /// Runs `delete`.
 pub async fn run(ctx: &Ctx, which: Which, dry_run: bool) -> Result<()> {
-    let _lock = ctx.lock()?;
-    let mut inv = Inventory::load(&ctx.cfg.inventory_file)?;
-    let inv_path = ctx.cfg.inventory_file.display();
+    ctx.locked(async || delete_locked(ctx, which, dry_run).await)
+        .await
+}
+
+async fn delete_locked(ctx: &Ctx, which: Which, dry_run: bool) -> Result<()> {
+    let mut inv = ctx.store.load().await?;
+    let inv_path = ctx.store.describe();
     let fleet = Fleet::fetch(ctx, &inv).await?;
     let line = match &which {
         Which::Line(n) if *n < inv.ids.len() => *n,
@@ -96,7 +99,7 @@ pub async fn run(ctx: &Ctx, which: Which, dry_run: bool) -> Result<()> {
         )
     })?;
     inv.ids.remove(line);
-    inv.save(&ctx.cfg.inventory_file)?;
+    ctx.store.save(&inv).await?;
     say(&format!("Success: {id} deleted and removed from backend."));
     crate::output::json(&serde_json::json!({ "action": "delete", "droplet": info }));
     Ok(())

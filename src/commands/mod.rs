@@ -10,7 +10,8 @@ pub mod reload;
 use crate::config::Config;
 use crate::digitalocean::{Client, Droplet, Event};
 use crate::haproxy::{self, Applied, RenderContext, Server};
-use crate::inventory::{Inventory, Lock};
+use crate::inventory::Inventory;
+use crate::store::Store;
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -22,6 +23,8 @@ pub struct Ctx {
     pub cfg: Config,
     /// The API client.
     pub client: Client,
+    /// Where the inventory lives.
+    pub store: Store,
 }
 
 impl Ctx {
@@ -31,12 +34,19 @@ impl Ctx {
         if crate::output::settings().verbose {
             client = client.with_observer(Box::new(log_api_event));
         }
-        Ok(Ctx { cfg, client })
+        let store = Store::new(&cfg)?;
+        Ok(Ctx { cfg, client, store })
     }
 
-    /// Takes the inventory/config lock.
-    pub fn lock(&self) -> Result<Lock> {
-        Lock::acquire(&self.cfg.inventory_file, self.cfg.lock_timeout)
+    /// Runs `f` holding the lock over the inventory and the HAProxy config, and releases it
+    /// (a lock that cannot be released is only warned about: it lapses by itself).
+    pub async fn locked<T>(&self, f: impl AsyncFnOnce() -> Result<T>) -> Result<T> {
+        let guard = self.store.lock().await?;
+        let result = f().await;
+        if let Err(e) = guard.release().await {
+            warn(&format!("{e:#}"));
+        }
+        result
     }
 
     /// The frontend's `ip:port`: configured, or the droplet's public IPv4 on port 80.
@@ -124,8 +134,15 @@ impl Fleet {
     /// inventory IDs the listing did not return (e.g. droplets made by the Ruby DOProxy,
     /// which carry no tag).
     pub async fn fetch(ctx: &Ctx, inv: &Inventory) -> Result<Fleet> {
-        let tag = ctx.cfg.droplet.doproxy_tag();
-        let tagged = ctx.client.list_by_tag(tag).await?;
+        let tagged = ctx
+            .client
+            .list_by_tag(ctx.cfg.droplet.doproxy_tag())
+            .await?;
+        Self::from_listed(ctx, inv, tagged).await
+    }
+
+    /// Like [`Fleet::fetch`], from a tag listing the caller already has.
+    pub async fn from_listed(ctx: &Ctx, inv: &Inventory, tagged: Vec<Droplet>) -> Result<Fleet> {
         let mut by_id: HashMap<u64, Droplet> = HashMap::new();
         let mut orphans = Vec::new();
         for d in tagged {
@@ -173,14 +190,14 @@ impl Fleet {
     }
 
     /// Warns about tagged droplets missing from the inventory.
-    pub fn warn_orphans(&self, cfg: &Config) {
+    pub fn warn_orphans(&self, ctx: &Ctx) {
         for d in &self.orphans {
             warn(&format!(
                 "droplet {} ({}) carries the tag {:?} but is not in {}; add its ID to the inventory to manage it, or delete it",
                 d.id,
                 d.name,
-                cfg.droplet.doproxy_tag(),
-                cfg.inventory_file.display()
+                ctx.cfg.droplet.doproxy_tag(),
+                ctx.store.describe()
             ));
         }
     }

@@ -1,12 +1,11 @@
 //! `doproxy print`: the inventory, numbered from 0, in the original's line format (or JSON).
 
 use super::{say, warn, Ctx, DropletInfo, Fleet};
-use crate::inventory::Inventory;
 use anyhow::Result;
 
 /// Runs `print`.
 pub async fn run(ctx: &Ctx) -> Result<()> {
-    let inv = Inventory::load(&ctx.cfg.inventory_file)?;
+    let inv = ctx.store.load().await?;
     let fleet = Fleet::fetch(ctx, &inv).await?;
     if inv.ids.is_empty() {
         say("The inventory file is empty. Use the create command.");
@@ -34,7 +33,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
         }
         entries.push(info);
     }
-    fleet.warn_orphans(&ctx.cfg);
+    fleet.warn_orphans(ctx);
     let orphans: Vec<DropletInfo> = fleet
         .orphans
         .iter()

@@ -2,19 +2,25 @@
 
 use super::{note, prepare, render, say, sync_haproxy, Ctx, Fleet};
 use crate::haproxy::{self, Applied, Server};
-use crate::inventory::Inventory;
 use anyhow::Result;
 
 /// Runs `reload`.
 pub async fn run(ctx: &Ctx, force: bool, dry_run: bool) -> Result<()> {
-    let _lock = ctx.lock()?;
-    let inv = Inventory::load(&ctx.cfg.inventory_file)?;
-    let fleet = Fleet::fetch(ctx, &inv).await?;
-    let servers = fleet.servers(&inv, None);
-    if dry_run {
-        return preview(ctx, &servers, "reload").await;
-    }
-    let applied = sync_haproxy(ctx, &servers, force).await?;
+    let (applied, servers) = ctx
+        .locked(async || {
+            let inv = ctx.store.load().await?;
+            let fleet = Fleet::fetch(ctx, &inv).await?;
+            let servers = fleet.servers(&inv, None);
+            if dry_run {
+                preview(ctx, &servers, "reload").await?;
+                return Ok((None, servers));
+            }
+            Ok((Some(sync_haproxy(ctx, &servers, force).await?), servers))
+        })
+        .await?;
+    let Some(applied) = applied else {
+        return Ok(());
+    };
     match applied {
         Applied::Unchanged => note(&format!(
             "{} is up to date; HAProxy not reloaded (use --force to reload anyway)",

@@ -184,7 +184,7 @@ not_found_grace: 2s
 api_timeout: 5s
 lock_timeout: 30s
 drain_timeout: 2s
-reload_verify_timeout: 2s
+reload_verify_timeout: 5s
 retry:
   max_attempts: 6
   min_delay: 10ms
