@@ -73,7 +73,7 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Generate the HAProxy config, install it and reload HAProxy
     #[command(
-        after_help = "Examples:\n  doproxy reload\n  doproxy reload --dry-run\n  doproxy reload --force"
+        after_help = "Examples:\n  doproxy reload\n  doproxy reload --dry-run\n  doproxy reload --force\n  doproxy reload --watch   # keep this node in step with the inventory"
     )]
     Reload {
         /// Reload even when the installed config is already up to date
@@ -82,10 +82,19 @@ pub enum Command {
         /// Show the diff against the installed config and validate it; change nothing
         #[arg(long, conflicts_with = "force")]
         dry_run: bool,
+        /// Keep running: re-render, validate and reload whenever the inventory changes
+        #[arg(long, conflicts_with_all = ["force", "dry_run"])]
+        watch: bool,
     },
     /// Generate the HAProxy config (haproxy_cfg_file) from the inventory, without installing it
     #[command(after_help = "Example:\n  doproxy generate && cat haproxy.cfg")]
     Generate,
+    /// Move the inventory between a line file and the configured store (e.g. etcd)
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  doproxy inventory import /etc/doproxy/inventory   # file -> etcd\n  doproxy inventory export > inventory.backup       # etcd -> file"
+    )]
+    Inventory(InventoryCommand),
     /// Print a shell completion script
     #[command(
         after_help = "Examples:\n  doproxy completions bash > /etc/bash_completion.d/doproxy\n  doproxy completions zsh > \"${fpath[1]}/_doproxy\"\n  doproxy completions fish > ~/.config/fish/completions/doproxy.fish"
@@ -94,6 +103,23 @@ pub enum Command {
         /// The shell
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+/// `doproxy inventory ...`
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// Append the droplet IDs of an inventory file that the store does not have yet
+    #[command(after_help = "Example:\n  doproxy inventory import /etc/doproxy/inventory")]
+    Import {
+        /// An inventory file in the original format
+        file: PathBuf,
+    },
+    /// Print the inventory in the original line format (or write it to FILE)
+    #[command(after_help = "Example:\n  doproxy inventory export inventory.backup")]
+    Export {
+        /// Write here (atomically) instead of stdout
+        file: Option<PathBuf>,
     },
 }
 
@@ -213,7 +239,14 @@ async fn run(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> {
             };
             commands::delete::run(&ctx, which, args.dry_run).await
         }
-        Command::Reload { force, dry_run } => commands::reload::run(&ctx, force, dry_run).await,
+        Command::Reload { watch: true, .. } => commands::watch::run(&ctx).await,
+        Command::Reload { force, dry_run, .. } => commands::reload::run(&ctx, force, dry_run).await,
+        Command::Inventory(InventoryCommand::Import { file }) => {
+            commands::inventory::import(&ctx, &file).await
+        }
+        Command::Inventory(InventoryCommand::Export { file }) => {
+            commands::inventory::export(&ctx, file.as_deref()).await
+        }
         Command::Generate => commands::generate::run(&ctx).await,
         Command::Completions { .. } => Ok(()),
     }

@@ -15,7 +15,14 @@
 //! calls) are retried whatever the failure; a transaction is only retried when the failure
 //! proves it was not applied (connection refused, "no leader", ...): otherwise its error says
 //! the outcome is unknown, and the caller re-reads and decides (compare-and-swap loops
-//! should check whether their change is already there).
+//! should check whether their change is already there). Every request asks etcd to
+//! require a leader, so a member cut off from the cluster answers "no leader" at once
+//! (and drops its watch streams) instead of stalling.
+//!
+//! Auth: with a username, the client gets a token from `/v3/auth/authenticate` before its
+//! first call and sends it in the `Authorization` header; an "invalid auth token" answer
+//! makes it authenticate again (once per call). Errors are one line and never contain
+//! the password.
 
 use anyhow::{anyhow, bail, Result};
 use serde::de::DeserializeOwned;
@@ -35,6 +42,11 @@ const MAX_ATTEMPTS: usize = 64;
 const WATCH_IDLE_PROBE: Duration = Duration::from_secs(5);
 /// Longest pause between two watch reconnection attempts.
 const WATCH_MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// Sent with every request (the gateway turns `Grpc-Metadata-*` headers into gRPC metadata):
+/// a member without a leader then refuses requests at once ("no leader", safe to retry
+/// elsewhere) instead of letting them wait for a timeout, and cuts its watch streams when
+/// it loses its leader, so a watch never sits on a member cut off from the cluster.
+const REQUIRE_LEADER: (&str, &str) = ("grpc-metadata-hasleader", "true");
 /// Biggest watch message accepted (etcd's own request limit is 1.5 MiB; events can be
 /// bigger, but not this big).
 const WATCH_MAX_LINE: usize = 64 << 20;
@@ -362,7 +374,7 @@ impl Client {
         if !resp.error.is_empty() {
             bail!(
                 "etcd lease grant: {}",
-                self.clean(&resp.error, &self.inner.endpoints[0])
+                self.clean(&resp.error, self.current_endpoint())
             );
         }
         if resp.id == 0 {
@@ -483,10 +495,10 @@ impl Client {
                 }
             }
         }
-        let holder = self
-            .range_prefix(&prefix)
+        let holder = tokio::time::timeout(self.inner.timeout, self.range_prefix(&prefix))
             .await
             .ok()
+            .and_then(Result::ok)
             .and_then(|(kvs, _)| kvs.into_iter().min_by_key(|kv| kv.create_revision))
             .map(|kv| format!(" (held by {})", kv.key))
             .unwrap_or_default();
@@ -540,6 +552,8 @@ impl Client {
             let endpoint = &inner.endpoints[idx];
             let result = match self.ensure_token(idx).await {
                 Ok(token) => self.send(idx, path, body, token.as_deref()).await,
+                // The request itself was not sent.
+                Err(CallError::Unknown(m)) => Err(CallError::NotApplied(m)),
                 Err(e) => Err(e),
             };
             match result {
@@ -637,6 +651,7 @@ impl Client {
             .http
             .post(&url)
             .timeout(self.inner.timeout)
+            .header(REQUIRE_LEADER.0, REQUIRE_LEADER.1)
             .json(body);
         if let Some(t) = token {
             req = req.header(reqwest::header::AUTHORIZATION, t);
@@ -828,11 +843,13 @@ impl Drop for Lock {
 
 /// A resumable watch of a key prefix.
 ///
-/// [`Watch::next`] returns the next batch of events (never empty), in revision order.
-/// When the stream breaks (member killed or restarted, connection lost, stream silent and
-/// its member unable to serve a linearizable read), the watch reconnects, to the next
-/// endpoint each time with a short backoff, and resumes at the revision after the last one
-/// it delivered, so nothing is lost or repeated. If no endpoint takes the watch for
+/// [`Watch::next`] returns the next batch of events (never empty), in revision order; it
+/// waits as long as the stream is healthy and quiet (wrap it in a timeout to bound that).
+/// When the stream breaks (member killed or restarted, connection lost, member lost its
+/// leader, stream silent for 5 s and its member unable to serve a linearizable read), the
+/// watch reconnects, to the next endpoint each time with a short backoff (50 ms doubling
+/// to 500 ms), and resumes at the revision after the last one it delivered, so nothing is
+/// lost or repeated. If no endpoint takes the watch for
 /// `max(4 × timeout, 10 s)`, `next` returns an error; calling it again keeps trying.
 /// If etcd compacted the revisions still needed, `next` returns a [`Compacted`] error
 /// (every call from then on). `next` is cancel safe: dropping its future (e.g. in a
@@ -952,12 +969,14 @@ impl Watch {
     fn broken(&mut self, why: String) {
         self.last_error = why.split_whitespace().collect::<Vec<_>>().join(" ");
         let n = self.client.inner.endpoints.len();
-        // A stream that was working is retried at once elsewhere; failures back off.
+        // A stream that was working is retried elsewhere after a token pause (50 ms, so
+        // that a server that keeps accepting and dropping watches cannot make this spin);
+        // repeated failures back off up to WATCH_MAX_BACKOFF.
         let was_working = self.conn.as_ref().is_some_and(|c| c.created);
         self.conn = None;
         self.endpoint = (self.endpoint + 1) % n;
         if was_working {
-            self.failures = 0;
+            self.failures = 1;
         } else {
             self.failures = self.failures.saturating_add(1);
         }
@@ -989,7 +1008,11 @@ impl Watch {
             create["start_revision"] = json!(self.next_revision.to_string());
         }
         let body = json!({ "create_request": create });
-        let mut req = inner.http.post(format!("{endpoint}/v3/watch")).json(&body);
+        let mut req = inner
+            .http
+            .post(format!("{endpoint}/v3/watch"))
+            .header(REQUIRE_LEADER.0, REQUIRE_LEADER.1)
+            .json(&body);
         if let Some(t) = &token {
             req = req.header(reqwest::header::AUTHORIZATION, t);
         }

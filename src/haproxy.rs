@@ -244,6 +244,9 @@ pub async fn apply(
             .with_context(|| format!("cannot write {}", cfg.rendered_cfg.display()))?;
     }
     let installed = &cfg.installed_cfg;
+    // Several doproxy processes on one node (a command and a `reload --watch`) may install
+    // at once even when the inventory lock is cluster-wide: this lock is the node's own.
+    let _install_lock = crate::inventory::Lock::acquire(installed, cfg.lock_timeout)?;
     let current = installed_text(cfg)?;
     if !force && current.as_deref() == Some(rendered) {
         return Ok(Applied::Unchanged);

@@ -136,6 +136,43 @@ impl Store {
         }
     }
 
+    /// Reads the inventory and the point to watch for changes from: for etcd, the cluster
+    /// revision of the read (every later change has a higher one); 0 for a file.
+    pub async fn load_for_watch(&self) -> Result<(Inventory, i64)> {
+        match self {
+            Store::File { .. } => Ok((self.load().await?, 0)),
+            Store::Etcd {
+                client, settings, ..
+            } => {
+                let key = Self::key(settings);
+                let (kvs, header) = client
+                    .range_prefix(&key)
+                    .await
+                    .with_context(|| format!("cannot read etcd key {key}"))?;
+                let kv = kvs.into_iter().find(|kv| kv.key == key);
+                let (text, rev) = kv.map_or((String::new(), 0), |kv| (kv.value, kv.mod_revision));
+                let mut inv = Inventory::parse(&format!("etcd key {key}"), &text)?;
+                inv.revision = rev;
+                Ok((inv, header))
+            }
+        }
+    }
+
+    /// A stream of "the inventory changed" notices after `revision` (see
+    /// [`Store::load_for_watch`]): an etcd watch, or polling the file's contents.
+    pub fn changes(&self, revision: i64, poll: Duration) -> Changes {
+        match self {
+            Store::File { path, .. } => Changes::File {
+                path: path.clone(),
+                last: std::fs::read(path).ok(),
+                poll,
+            },
+            Store::Etcd {
+                client, settings, ..
+            } => Changes::Etcd(Box::new(client.watch(&Self::key(settings), revision + 1))),
+        }
+    }
+
     /// Writes `inv` back. With etcd this is a compare-and-swap on the revision `inv` was read
     /// at: a change nobody else made in between, or an error.
     pub async fn save(&self, inv: &Inventory) -> Result<()> {
@@ -183,5 +220,42 @@ impl Store {
             "{}: too many concurrent changes; run the command again",
             self.describe()
         ))
+    }
+}
+
+/// Inventory change notices for `reload --watch`.
+#[derive(Debug)]
+pub enum Changes {
+    /// Polls a file's contents.
+    File {
+        /// The inventory file.
+        path: PathBuf,
+        /// Its contents when last seen.
+        last: Option<Vec<u8>>,
+        /// How often to look.
+        poll: Duration,
+    },
+    /// An etcd watch on the inventory key (it reconnects and resumes by itself).
+    Etcd(Box<etcd::Watch>),
+}
+
+impl Changes {
+    /// Returns when the inventory changed. Cancel safe.
+    pub async fn next(&mut self) -> Result<()> {
+        match self {
+            Changes::File { path, last, poll } => loop {
+                tokio::time::sleep(*poll).await;
+                let now = std::fs::read(&*path).ok();
+                if now != *last {
+                    *last = now;
+                    return Ok(());
+                }
+            },
+            Changes::Etcd(w) => loop {
+                if !w.next().await?.is_empty() {
+                    return Ok(());
+                }
+            },
+        }
     }
 }

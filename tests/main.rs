@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cluster;
 mod commands;
 mod errors;
 mod etcd;

@@ -237,7 +237,7 @@ async fn wait_and_add(
         pending = still;
         if !ready.is_empty() {
             output::progress_done();
-            add_to_backend(ctx, &ready, listed, added).await?;
+            add_to_backend(ctx, &ready, added).await?;
         }
     }
     if failures.is_empty() {
@@ -307,17 +307,13 @@ async fn forget(ctx: &Ctx, id: u64) -> Result<()> {
     .await
 }
 
-/// Adds the droplets that became ready to HAProxy, reusing this round's listing (only IDs it
-/// did not return are looked up).
-async fn add_to_backend(
-    ctx: &Ctx,
-    ready: &[Pending],
-    listed: Vec<Droplet>,
-    added: &mut Vec<DropletInfo>,
-) -> Result<()> {
+/// Adds the droplets that became ready to HAProxy. The fleet is fetched again under the
+/// lock: this round's listing was taken before it, and rendering from it could drop a
+/// droplet that another `create` added meanwhile (the 8-concurrent-creates test caught it).
+async fn add_to_backend(ctx: &Ctx, ready: &[Pending], added: &mut Vec<DropletInfo>) -> Result<()> {
     ctx.locked(async || {
         let inv = ctx.store.load().await?;
-        let fleet = Fleet::from_listed(ctx, &inv, listed).await?;
+        let fleet = Fleet::fetch(ctx, &inv).await?;
         add_locked(ctx, &inv, &fleet, ready, added).await
     })
     .await

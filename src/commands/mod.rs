@@ -4,8 +4,10 @@
 pub mod create;
 pub mod delete;
 pub mod generate;
+pub mod inventory;
 pub mod print;
 pub mod reload;
+pub mod watch;
 
 use crate::config::Config;
 use crate::digitalocean::{Client, Droplet, Event};

@@ -1,0 +1,99 @@
+//! `doproxy reload --watch`: the consul-template pattern. A long-running process on each
+//! HAProxy node re-renders, validates and reloads whenever the inventory changes
+//! (debounced), re-polls while some droplet is not ready yet, survives API and etcd outages
+//! by retrying, and exits cleanly on SIGTERM or SIGINT.
+
+use super::{note, sync_haproxy, warn, Ctx, Fleet};
+use crate::haproxy::Applied;
+use anyhow::{Context, Result};
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// How often the watch re-syncs even when nothing seems to change (a missed notice, a
+/// droplet deleted outside doproxy).
+const RESYNC: Duration = Duration::from_secs(60);
+
+/// Runs the watch loop until SIGTERM/SIGINT.
+pub async fn run(ctx: &Ctx) -> Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let cfg = &ctx.cfg;
+    // A store that cannot be read at start is a configuration problem: fail fast.
+    let (_, revision) = ctx.store.load_for_watch().await?;
+    let mut changes = ctx.store.changes(revision, cfg.poll_interval);
+    note(&format!(
+        "watching {} (debounce {:.1?})",
+        ctx.store.describe(),
+        cfg.watch_debounce
+    ));
+    let mut waiting_for_ready = sync(ctx).await;
+    loop {
+        let pause = if waiting_for_ready {
+            cfg.poll_interval
+        } else {
+            RESYNC
+        };
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            changed = changes.next() => {
+                if let Err(e) = changed {
+                    if e.downcast_ref::<crate::etcd::Compacted>().is_some() {
+                        // History is gone: re-read everything and watch from now.
+                        warn(&format!("{e:#}"));
+                        match ctx.store.load_for_watch().await {
+                            Ok((_, rev)) => changes = ctx.store.changes(rev, cfg.poll_interval),
+                            Err(e) => warn(&format!("{e:#}")),
+                        }
+                    } else {
+                        warn(&format!("watching the inventory: {e:#}; still trying"));
+                        continue;
+                    }
+                }
+                // Debounce: a burst of changes (e.g. `create --count 10`) is one reload.
+                let started = Instant::now();
+                while let Ok(Ok(())) = tokio::time::timeout(cfg.watch_debounce, changes.next()).await {
+                    if started.elapsed() > cfg.watch_debounce * 10 {
+                        break;
+                    }
+                }
+                waiting_for_ready = sync(ctx).await;
+            }
+            _ = tokio::time::sleep(pause) => {
+                waiting_for_ready = sync(ctx).await;
+            }
+        }
+    }
+    note("watch stopped");
+    Ok(())
+}
+
+/// One render/validate/install/reload pass. Returns true when some inventory droplet is
+/// not ready yet (or the pass failed), so the caller polls again soon.
+async fn sync(ctx: &Ctx) -> bool {
+    let pass = async {
+        let inv = ctx.store.load().await?;
+        let fleet = Fleet::fetch(ctx, &inv).await?;
+        let servers = fleet.servers(&inv, None);
+        let applied = sync_haproxy(ctx, &servers, false).await?;
+        let pending = inv
+            .ids
+            .iter()
+            .any(|id| fleet.by_id.get(id).is_some_and(|d| !d.is_ready()));
+        Ok::<_, anyhow::Error>((applied, servers.len(), pending))
+    };
+    match pass.await {
+        Ok((Applied::Reloaded, n, pending)) => {
+            note(&format!("reloaded HAProxy with {n} backend(s)"));
+            crate::output::json(
+                &serde_json::json!({ "action": "reload", "reloaded": true, "backends": n }),
+            );
+            pending
+        }
+        Ok((Applied::Unchanged, _, pending)) => pending,
+        Err(e) => {
+            warn(&format!("{e:#}; will try again"));
+            true
+        }
+    }
+}
