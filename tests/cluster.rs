@@ -62,10 +62,7 @@ impl Drop for Procs {
 }
 
 fn spawn(env: &TestEnv, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_doproxy"))
-        .args(args)
-        .current_dir(env.dir.path())
-        .env("DOPROXY_METADATA_URL", env.sim.url())
+    env.command(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -75,10 +72,7 @@ fn spawn(env: &TestEnv, args: &[&str]) -> Child {
 /// Like [`spawn`], with stderr going to `log` in the temp dir.
 fn spawn_logged(env: &TestEnv, args: &[&str], log: &str) -> Child {
     let file = std::fs::File::create(env.path(log)).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_doproxy"))
-        .args(args)
-        .current_dir(env.dir.path())
-        .env("DOPROXY_METADATA_URL", env.sim.url())
+    env.command(args)
         .stdout(Stdio::null())
         .stderr(file)
         .spawn()

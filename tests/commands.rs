@@ -135,18 +135,13 @@ fn print_reports_tagged_droplets_missing_from_the_inventory() {
 #[test]
 fn reload_only_when_the_config_changed() {
     let env = TestEnv::new();
-    let count = env.path("reloads");
-    let text = env.config_text("").replace(
-        "reload_command: 'true'",
-        &format!("reload_command: 'echo x >> {}'", count.display()),
-    );
-    env.write("doproxy.yml", &text);
+    env.count_reloads();
     env.run(&["reload"]).ok();
     let r = env.run(&["reload"]).ok();
     assert!(r.stderr.contains("up to date"), "{}", r.stderr);
-    assert_eq!(env.read("reloads").lines().count(), 1);
+    assert_eq!(env.reloads(), 1);
     env.run(&["reload", "--force"]).ok();
-    assert_eq!(env.read("reloads").lines().count(), 2);
+    assert_eq!(env.reloads(), 2);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use crate::support::*;
 use do_sim::{Faults, SimOptions};
 use doproxy::inventory::Inventory;
 use std::collections::{HashMap, HashSet};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// A small deterministic PRNG so that a failing trial can be replayed.
@@ -67,10 +67,7 @@ fn eight_concurrent_creates() {
     let started = Instant::now();
     let children: Vec<_> = (0..8)
         .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_doproxy"))
-                .arg("create")
-                .current_dir(env.dir.path())
-                .env("DOPROXY_METADATA_URL", env.sim.url())
+            env.command(&["create"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -118,10 +115,8 @@ fn kill_9_at_random_moments_loses_nothing() {
         } else {
             &["create"]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_doproxy"))
-            .args(args)
-            .current_dir(env.dir.path())
-            .env("DOPROXY_METADATA_URL", env.sim.url())
+        let mut child = env
+            .command(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -383,4 +378,50 @@ fn api_values_cannot_inject_config_lines() {
             .count(),
         1
     );
+}
+
+#[test]
+fn droplet_that_ends_off_is_reported_and_kept() {
+    let opts = SimOptions {
+        active_after: Duration::from_millis(400),
+        ..fast_sim_options()
+    };
+    let env = TestEnv::with_options(opts, false);
+    let child = env
+        .command(&["create"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let id = loop {
+        if let Some(d) = env.sim.droplets().first() {
+            break d.id;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "create made no droplet"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(env.sim.power_off_direct(id));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("droplet {id}"))
+            && stderr.contains("is \"off\" instead of becoming active"),
+        "{stderr}"
+    );
+    assert_eq!(
+        env.inventory(),
+        vec![id],
+        "an off droplet is still billed: it stays in the inventory"
+    );
+    assert!(env
+        .run(&["print"])
+        .ok()
+        .stdout
+        .contains(&format!("status: off, id: {id})")));
+    assert!(env.server_lines().is_empty());
 }

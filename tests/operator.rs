@@ -148,14 +148,9 @@ fn verbose_logs_every_api_request() {
 #[test]
 fn dry_runs_change_nothing() {
     let env = TestEnv::new();
-    let count = env.path("reloads");
-    let text = env.config_text("").replace(
-        "reload_command: 'true'",
-        &format!("reload_command: 'echo x >> {}'", count.display()),
-    );
-    env.write("doproxy.yml", &text);
+    env.count_reloads();
     env.run(&["create", "--count", "2"]).ok();
-    let reloads = env.read("reloads").lines().count();
+    let reloads = env.reloads();
     env.sim.clear_requests();
     let before = snapshot(env.dir.path());
 
@@ -206,11 +201,7 @@ fn dry_runs_change_nothing() {
         writes.is_empty(),
         "a dry run changed something through the API: {writes:?}"
     );
-    assert_eq!(
-        env.read("reloads").lines().count(),
-        reloads,
-        "a dry run reloaded HAProxy"
-    );
+    assert_eq!(env.reloads(), reloads, "a dry run reloaded HAProxy");
 }
 
 #[test]

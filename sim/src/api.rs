@@ -868,7 +868,7 @@ fn next_backup_window(d: &Droplet) -> Value {
 pub(crate) fn droplet_json(d: &Droplet) -> Value {
     let (memory, vcpus, disk, _, _) = size_info(&d.spec.size);
     let v4: Vec<Value> = match (d.status, d.ip) {
-        (Status::Active, Some(k)) => vec![
+        (Status::Active | Status::Off, Some(k)) => vec![
             json!({
                 "ip_address": crate::state::private_ip(k).to_string(),
                 "netmask": "255.255.0.0",

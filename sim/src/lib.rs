@@ -326,6 +326,12 @@ impl Sim {
         self.inner.create_direct(name, tags)
     }
 
+    /// Powers a droplet off without the API (status `off`; a droplet still `new` never
+    /// becomes active; its app stops). False if it is unknown or deleted.
+    pub fn power_off_direct(&self, id: u64) -> bool {
+        self.inner.power_off_direct(id)
+    }
+
     /// Deletes a droplet without the API. False if it is unknown or already
     /// deleted.
     pub fn delete_droplet_direct(&self, id: u64) -> bool {

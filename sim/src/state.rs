@@ -79,6 +79,8 @@ pub(crate) struct StaticOpts {
 pub(crate) enum Status {
     New,
     Active,
+    /// Powered off (still exists and is billed; keeps its addresses, its app stops).
+    Off,
 }
 
 impl Status {
@@ -86,6 +88,7 @@ impl Status {
         match self {
             Status::New => "new",
             Status::Active => "active",
+            Status::Off => "off",
         }
     }
 }
@@ -580,6 +583,25 @@ impl Inner {
         let mut st = self.lock();
         self.advance(&mut st, now);
         self.delete(&mut st, id, now)
+    }
+
+    /// Powers a droplet off "outside doproxy" (a new one never becomes active). False if
+    /// it is unknown or deleted.
+    pub(crate) fn power_off_direct(&self, id: u64) -> bool {
+        let _rt = self.handle.enter();
+        let now = Instant::now();
+        let mut st = self.lock();
+        self.advance(&mut st, now);
+        match st.droplets.get_mut(&id) {
+            Some(d) if d.deleted_at.is_none() => {
+                d.status = Status::Off;
+                if let Some(app) = d.app.take() {
+                    app.stop();
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The current knobs and options as JSON (for `/_sim/state`).

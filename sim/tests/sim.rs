@@ -2055,3 +2055,39 @@ fn startup_time_of_20_sims() {
         total_drop / 20
     );
 }
+
+#[test]
+fn power_off_keeps_addresses_stops_the_app_and_freezes_a_new_droplet() {
+    let port = free_port();
+    let sim = Sim::start(SimOptions {
+        serve_apps: true,
+        backend_port: port,
+        ..opts()
+    })
+    .unwrap();
+    let id = call(&sim, "POST", "/v2/droplets", Some(&create_body("off-1"))).json()["droplet"]
+        ["id"]
+        .as_u64()
+        .unwrap();
+    let d = wait_active(&sim, id);
+    let private: Ipv4Addr = ipv4s(&d)[0].1.parse().unwrap();
+    let addr = SocketAddr::from((private, port));
+    assert_eq!(raw(addr, "GET", "/", &[], None).unwrap().status, 200);
+    assert!(sim.power_off_direct(id));
+    let d = get(&sim, &format!("/v2/droplets/{id}")).json()["droplet"].clone();
+    assert_eq!(d["status"], "off");
+    assert_eq!(d["locked"], false);
+    assert_eq!(ipv4s(&d).len(), 2, "an off droplet keeps its addresses");
+    assert!(wait_until(Duration::from_secs(5), || connect(addr).is_err()));
+
+    // Powered off while still new: it never becomes active.
+    let id = call(&sim, "POST", "/v2/droplets", Some(&create_body("off-2"))).json()["droplet"]
+        ["id"]
+        .as_u64()
+        .unwrap();
+    assert!(sim.power_off_direct(id));
+    std::thread::sleep(opts().active_after * 3);
+    let d = get(&sim, &format!("/v2/droplets/{id}")).json()["droplet"].clone();
+    assert_eq!(d["status"], "off");
+    assert!(!sim.power_off_direct(424242));
+}

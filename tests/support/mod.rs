@@ -209,12 +209,29 @@ haproxy:
         self.write("doproxy.yml", &self.config_text(extra));
     }
 
+    /// Makes the (stand-in) reload command count its runs; see [`TestEnv::reloads`].
+    pub fn count_reloads(&self) {
+        let log = self.path("reloads");
+        let text = self.config_text("").replace(
+            "reload_command: 'true'",
+            &format!("reload_command: 'echo x >> {}'", log.display()),
+        );
+        self.write("doproxy.yml", &text);
+    }
+
+    /// How often the reload command ran since [`TestEnv::count_reloads`].
+    pub fn reloads(&self) -> usize {
+        self.read("reloads").lines().count()
+    }
+
     /// Runs doproxy with `args` in the temp dir (so `./doproxy.yml` is found).
     pub fn run(&self, args: &[&str]) -> Run {
         self.run_env(args, &[])
     }
 
-    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+    /// The doproxy command in the temp dir, with no DigitalOcean variables from the outside
+    /// and the metadata service pointed at the simulator.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_doproxy"));
         cmd.args(args).current_dir(self.dir.path());
         for k in [
@@ -228,6 +245,11 @@ haproxy:
         // Defence in depth: even a config without metadata_url never reaches the real
         // metadata address from a test.
         cmd.env("DOPROXY_METADATA_URL", self.sim.url());
+        cmd
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
