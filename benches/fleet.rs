@@ -9,6 +9,9 @@
 //!
 //! Run: `cargo bench -p doproxy --bench fleet`. Exits non-zero when a step fails.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use anyhow::{anyhow, bail, Context, Result};
 use do_sim::{Faults, Sim, SimOptions};
 use std::collections::HashSet;

@@ -1,6 +1,9 @@
 //! doproxy's integration tests: one test binary (one link step) driving the real `doproxy`
 //! executable against do-sim and, where a test needs it, a real HAProxy on 127.0.0.1.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 mod cluster;

@@ -2,6 +2,9 @@
 //! millisecond timings and talks to it with a tiny HTTP/1.1 client over
 //! `std::net::TcpStream` (all reads and writes have timeouts).
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
