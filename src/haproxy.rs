@@ -248,9 +248,11 @@ pub async fn apply(
     // at once even when the inventory lock is cluster-wide: this lock is the node's own.
     let _install_lock = crate::inventory::Lock::acquire(installed, cfg.lock_timeout)?;
     let current = installed_text(cfg)?;
-    if !force && current.as_deref() == Some(rendered) {
+    if !force && current.as_deref() == Some(rendered) && serves(cfg, servers).await {
         return Ok(Applied::Unchanged);
     }
+    // Otherwise reload even if the file is already right: a run killed between its install
+    // and its reload leaves HAProxy on the old config, and re-running must converge.
     validate(cfg, rendered)
         .await
         .map_err(|e| e.context(format!("{} left unchanged", installed.display())))?;
@@ -337,6 +339,22 @@ async fn verify(cfg: &Config, servers: &[Server]) -> Result<()> {
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// True when HAProxy's runtime API lists exactly `servers`, or when there is no stats
+/// socket to ask (nothing better to go on than the installed file).
+async fn serves(cfg: &Config, servers: &[Server]) -> bool {
+    let Some(sock) = cfg.haproxy.stats_socket.as_deref().map(Path::new) else {
+        return true;
+    };
+    if !sock.exists() {
+        return true;
+    }
+    let want: BTreeSet<String> = servers.iter().map(Server::server_name).collect();
+    match runtime_command(sock, &format!("show servers state {BACKEND}")).await {
+        Ok(out) => parse_server_names(&out) == want,
+        Err(_) => false,
     }
 }
 

@@ -425,3 +425,34 @@ fn droplet_that_ends_off_is_reported_and_kept() {
         .contains(&format!("status: off, id: {id})")));
     assert!(env.server_lines().is_empty());
 }
+
+#[test]
+fn a_run_killed_between_install_and_reload_converges() {
+    if !haproxy_available() {
+        return;
+    }
+    let env = TestEnv::with_haproxy();
+    env.run(&["create"]).ok();
+    let extra = env
+        .sim
+        .create_droplet_direct("auto-nginx-extra", &["doproxy"]);
+    env.write("inventory", &format!("{}{extra}\n", env.read("inventory")));
+    std::thread::sleep(Duration::from_millis(200));
+    // What a run killed right after installing leaves: the new file, the old HAProxy.
+    env.run(&["generate"]).ok();
+    std::fs::copy(env.path("haproxy.cfg"), env.path("etc/haproxy.cfg")).unwrap();
+    assert_eq!(env.server_lines().len(), 2);
+    let r = env.run(&["reload"]).ok();
+    assert!(
+        r.stderr.contains("HAProxy reloaded with 2 backend(s)"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        env.wait_distinct_backends(2, Duration::from_secs(10)).len(),
+        2
+    );
+    // Now it really is up to date.
+    let r = env.run(&["reload"]).ok();
+    assert!(r.stderr.contains("up to date"), "{}", r.stderr);
+}
