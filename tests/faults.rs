@@ -160,6 +160,16 @@ fn kill_9_at_random_moments_loses_nothing() {
             have, want,
             "[{what}] config does not match the ready inventory"
         );
+        let mut running: Vec<String> = want
+            .iter()
+            .map(|l| l.trim_start_matches("server ").trim().to_string())
+            .collect();
+        running.sort();
+        assert_eq!(
+            env.running_servers(),
+            running,
+            "[{what}] HAProxy does not serve the installed config"
+        );
         // A delete killed after the droplet was destroyed leaves a "missing" line:
         // running delete again converges.
         let out = env.run(&["print"]).stdout;

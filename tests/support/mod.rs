@@ -294,6 +294,24 @@ haproxy:
         SocketAddr::from(([127, 0, 0, 1], self.frontend_port))
     }
 
+    /// The server names the running HAProxy serves (runtime API on the stats socket).
+    pub fn running_servers(&self) -> Vec<String> {
+        use std::os::unix::net::UnixStream;
+        let mut s =
+            UnixStream::connect(self.path("admin.sock")).expect("connect to the stats socket");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"show servers state www-backend\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let mut names: Vec<String> = out
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_whitespace().nth(3).map(String::from))
+            .collect();
+        names.sort();
+        names
+    }
+
     /// The HAProxy master's PID, if running.
     pub fn haproxy_pid(&self) -> Option<i32> {
         self.read("haproxy.pid").trim().parse().ok()
