@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what doproxy's tests and sandbox demo need on a Debian/Ubuntu machine: HAProxy
 # (the integration tests drive a real one on 127.0.0.1), etcd (the etcd inventory backend's
-# tests start their own on loopback ports) and curl. Idempotent.
+# tests start their own on loopback ports; etcdctl sets up authentication in one) and curl.
+# Idempotent.
 set -euo pipefail
 missing=()
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
@@ -24,3 +26,4 @@ apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
 # free loopback ports and never use the system ones.
 command -v haproxy >/dev/null
 command -v etcd >/dev/null
+command -v etcdctl >/dev/null
