@@ -339,3 +339,44 @@ fn readiness_gate_waits_until_the_app_answers() {
     assert_eq!(status, 200);
     assert!(body.contains(&format!("ID: {}", d.id)));
 }
+
+#[test]
+fn watch_with_the_file_backend_follows_the_inventory_and_stops_on_sigterm() {
+    let env = TestEnv::new();
+    let log = std::fs::File::create(env.path("watch.log")).unwrap();
+    let mut child = env
+        .command(&["reload", "--watch"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !env.read("watch.log").contains("watching") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the watch did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let id = env.sim.create_droplet_direct("auto-nginx-w", &["doproxy"]);
+    env.write("inventory", &format!("{id}\n"));
+    let started = std::time::Instant::now();
+    while !env.installed().contains(&format!("server www-{id} ")) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the watch did not install the new droplet: {}",
+            env.read("watch.log")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {}", env.read("watch.log"));
+    assert!(env.read("watch.log").contains("watch stopped"));
+    eprintln!("FIGURES file watch: new inventory line in the installed config after {took:.0?}");
+}
