@@ -186,7 +186,17 @@ async fn wait_and_add(
         }
         let wait = wait.min(deadline - now);
         output::debug(&format!("next poll in {wait:.1?}"));
-        tokio::time::sleep(wait).await;
+        if output::settings().progress == output::Progress::Live {
+            // Keep the spinner and the elapsed time moving between polls.
+            let until = Instant::now() + wait;
+            while Instant::now() < until {
+                tokio::time::sleep((until - Instant::now()).min(Duration::from_millis(100))).await;
+                output::progress(tick, &shown, started.elapsed(), false);
+                tick += 1;
+            }
+        } else {
+            tokio::time::sleep(wait).await;
+        }
         interval = (interval * 2).min(cfg.poll_interval);
 
         let listed: Vec<Droplet> = match ctx.client.list_by_tag(tag).await {
