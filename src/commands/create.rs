@@ -164,6 +164,7 @@ async fn wait_and_add(
     let mut failures: Vec<String> = Vec::new();
     let mut tick = 0usize;
     let mut shown: Vec<(u64, String)> = Vec::new();
+    let mut told_to_wait: Option<Duration> = None;
     while !pending.is_empty() {
         let now = Instant::now();
         let state: Vec<(u64, String)> = pending.iter().map(|p| (p.id, p.status.clone())).collect();
@@ -179,7 +180,7 @@ async fn wait_and_add(
             ));
             break;
         }
-        let mut wait = interval;
+        let mut wait = interval.max(told_to_wait.take().unwrap_or_default());
         if ctx.client.ratelimit_remaining().is_some_and(|r| r < 100) {
             // Leave the rest of the hourly budget to other commands.
             wait = wait.max(cfg.poll_interval * 2);
@@ -202,6 +203,9 @@ async fn wait_and_add(
         let listed: Vec<Droplet> = match ctx.client.list_by_tag(tag).await {
             Ok(l) => l,
             Err(e) => {
+                // Out of retries for this poll: wait as long as the API asked (a 429's
+                // `retry-after`) before the next one, rather than hammering it.
+                told_to_wait = e.retry_after();
                 warn(&format!("polling: {e}; will retry"));
                 continue;
             }
