@@ -58,7 +58,9 @@ pub struct Options {
     pub endpoints: Vec<String>,
     /// Time limit of one request (one attempt on one endpoint).
     pub timeout: Duration,
+    /// User name for etcd authentication; `None` means the cluster is used without auth.
     pub username: Option<String>,
+    /// Password of `username` (`None` with a username means an empty password); never logged.
     pub password: Option<String>,
 }
 
@@ -76,11 +78,17 @@ impl fmt::Debug for Options {
 /// One key and its metadata (values are UTF-8 text).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KeyValue {
+    /// The key.
     pub key: String,
+    /// The value (UTF-8 text).
     pub value: String,
+    /// The store revision of the put that created the key (since its last delete).
     pub create_revision: i64,
+    /// The store revision of the key's last modification (put).
     pub mod_revision: i64,
+    /// Number of puts since the key was created (1 after the first); a delete resets it to 0.
     pub version: i64,
+    /// ID of the lease the key is attached to; 0 when it has none.
     pub lease: i64,
 }
 
@@ -100,15 +108,23 @@ pub enum Compare {
 /// A transaction operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
+    /// Sets `key` to `value`.
     Put {
+        /// The key to set.
         key: String,
+        /// The value to store.
         value: String,
+        /// The lease to attach the key to; `None` (or `Some(0)`) puts it without a lease.
         lease: Option<i64>,
     },
+    /// Deletes one key (a missing key is not an error).
     Delete {
+        /// The key to delete.
         key: String,
     },
+    /// Deletes every key starting with `prefix`.
     DeletePrefix {
+        /// The prefix of the keys to delete.
         prefix: String,
     },
 }
@@ -125,8 +141,15 @@ pub struct TxnResult {
 /// A change seen by a [`Watch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
+    /// A key was created or changed; holds its new value and metadata.
     Put(KeyValue),
-    Delete { key: String, mod_revision: i64 },
+    /// A key was deleted.
+    Delete {
+        /// The deleted key.
+        key: String,
+        /// The store revision of the delete.
+        mod_revision: i64,
+    },
 }
 
 impl WatchEvent {
@@ -152,8 +175,11 @@ impl WatchEvent {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("etcd watch of {prefix:?} cannot continue from revision {requested}: etcd compacted its history up to revision {compact_revision}; re-read the prefix and watch again")]
 pub struct Compacted {
+    /// The key prefix the watch covers.
     pub prefix: String,
+    /// The revision the watch needed to resume from.
     pub requested: i64,
+    /// etcd's compaction revision: revisions older than it are gone.
     pub compact_revision: i64,
 }
 

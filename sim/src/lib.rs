@@ -93,12 +93,19 @@ impl Default for SimOptions {
 /// What `/metadata/v1/...` reports: the droplet doproxy itself runs on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataIdentity {
+    /// Droplet id, served at `/metadata/v1/id`.
     pub id: u64,
+    /// Droplet name, served at `/metadata/v1/hostname`.
     pub hostname: String,
+    /// Public IPv4 address (dotted quad) of the `public` interface.
     pub public_ipv4: String,
+    /// Private IPv4 address (dotted quad) of the `private` interface.
     pub private_ipv4: String,
+    /// User data, served verbatim at `/metadata/v1/user-data` (empty = none).
     pub user_data: String,
+    /// Region slug, e.g. `nyc3`; also used for droplets from [`Sim::create_droplet_direct`].
     pub region: String,
+    /// Droplet tags, served one per line at `/metadata/v1/tags`.
     pub tags: Vec<String>,
 }
 
@@ -119,7 +126,9 @@ impl Default for MetadataIdentity {
 /// One API (`/v2/...`) request as the simulator saw it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestRecord {
+    /// HTTP method, e.g. `GET`.
     pub method: String,
+    /// Request path without the query string, e.g. `/v2/droplets`.
     pub path: String,
     /// The raw query string, as sent (not decoded).
     pub query: Option<String>,
@@ -132,15 +141,19 @@ pub struct RequestRecord {
 /// A live droplet as the simulator holds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimDroplet {
+    /// Droplet id, as the API reports it.
     pub id: u64,
+    /// Droplet name, as given at create.
     pub name: String,
     /// `new` or `active`.
     pub status: String,
+    /// Tags, as given at create.
     pub tags: Vec<String>,
     /// Set once the droplet is active.
     pub private_ipv4: Option<String>,
     /// Set once the droplet is active.
     pub public_ipv4: Option<String>,
+    /// The `user_data` given at create; `None` if there was none.
     pub user_data: Option<String>,
     /// Creation time, in milliseconds since the simulator started.
     pub created_at_ms: u64,
@@ -149,10 +162,13 @@ pub struct SimDroplet {
 /// Run-time changes to the fault knobs; `None` leaves a knob unchanged.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Faults {
+    /// New `latency`: delay added to every `/v2` request, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// New `error_rate`: fraction (0..=1) of `/v2` requests answered 500/502/503.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_rate: Option<f64>,
+    /// New `reset_rate`: fraction (0..=1) of `/v2` requests reset without a response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_rate: Option<f64>,
     /// `Some(None)` (JSON `null`) turns the per-minute limit off; absent leaves it.
@@ -162,10 +178,13 @@ pub struct Faults {
         deserialize_with = "present_nullable"
     )]
     pub rate_limit_per_minute: Option<Option<u32>>,
+    /// New `rate_limit_per_hour`: requests allowed per sliding hour (also `ratelimit-limit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_per_hour: Option<u32>,
+    /// New `create_failure_rate`: fraction (0..=1) of API creates whose action ends `errored`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_failure_rate: Option<f64>,
+    /// New `active_after`, in milliseconds; applies to droplets created after the change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_after_ms: Option<u64>,
 }
@@ -295,6 +314,7 @@ impl Sim {
         self.inner.url.clone()
     }
 
+    /// The address the listener is bound to (with the real port when `listen` used port 0).
     pub fn addr(&self) -> SocketAddr {
         self.inner.addr
     }
@@ -304,6 +324,7 @@ impl Sim {
         self.inner.requests()
     }
 
+    /// Empties the request log that [`Sim::requests`] returns.
     pub fn clear_requests(&self) {
         self.inner.clear_requests()
     }
