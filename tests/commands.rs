@@ -318,7 +318,7 @@ fn print_with_200_droplets_lists_instead_of_one_get_per_line() {
 #[test]
 fn readiness_gate_waits_until_the_app_answers() {
     let opts = do_sim::SimOptions {
-        app_boot_delay: std::time::Duration::from_millis(600),
+        app_boot_delay: std::time::Duration::from_millis(1500),
         ..fast_sim_options()
     };
     let env = TestEnv::with_options(opts, false);
