@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what doproxy's tests and sandbox demo need on a Debian/Ubuntu machine: HAProxy
 # (the integration tests drive a real one on 127.0.0.1), etcd (the etcd inventory backend's
-# tests start their own on loopback ports; etcdctl sets up authentication in one) and curl.
+# tests start their own on loopback ports; etcdctl sets up authentication in one, openssl
+# makes a private CA for the TLS one) and curl.
 # Idempotent.
 set -euo pipefail
 missing=()
@@ -9,6 +10,7 @@ command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

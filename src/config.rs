@@ -109,6 +109,9 @@ struct RawInventory {
     password: Option<String>,
     lock_ttl: Option<RawDuration>,
     timeout: Option<RawDuration>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +240,12 @@ pub struct EtcdSettings {
     pub lock_ttl: Duration,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// A PEM CA certificate for etcd's TLS certificates (private CA).
+    pub ca_file: Option<PathBuf>,
+    /// A PEM client certificate for etcd's `--client-cert-auth` (with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's PEM private key.
+    pub key_file: Option<PathBuf>,
 }
 
 /// Options for new droplets.
@@ -562,6 +571,12 @@ impl Config {
                             format!("{prefix:?} is not a usable key prefix"),
                         ));
                     }
+                    if i.cert_file.is_some() != i.key_file.is_some() {
+                        return Err(bad(
+                            "inventory.cert_file",
+                            "cert_file and key_file must be set together".into(),
+                        ));
+                    }
                     if i.username.is_some() != i.password.is_some() {
                         return Err(bad(
                             "inventory.username",
@@ -582,6 +597,9 @@ impl Config {
                         password: i.password.map(Token::new),
                         lock_ttl,
                         timeout: dur("inventory.timeout", i.timeout, Duration::from_secs(5))?,
+                        ca_file: i.ca_file.as_deref().map(resolve),
+                        cert_file: i.cert_file.as_deref().map(resolve),
+                        key_file: i.key_file.as_deref().map(resolve),
                     }))
                 }
                 other => {

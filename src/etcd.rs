@@ -62,6 +62,12 @@ pub struct Options {
     pub username: Option<String>,
     /// Password of `username` (`None` with a username means an empty password); never logged.
     pub password: Option<String>,
+    /// A PEM CA certificate to trust for `https://` endpoints, besides the public roots
+    /// (for an etcd whose certificates come from a private CA).
+    pub ca_pem: Option<Vec<u8>>,
+    /// A PEM client certificate followed by its private key, for etcd's
+    /// `--client-cert-auth`; never logged.
+    pub identity_pem: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for Options {
@@ -71,6 +77,11 @@ impl fmt::Debug for Options {
             .field("timeout", &self.timeout)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_pem", &self.ca_pem.is_some())
+            .field(
+                "identity_pem",
+                &self.identity_pem.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -277,11 +288,28 @@ impl Client {
             (None, Some(_)) => bail!("etcd: a password is set but no username"),
             _ => bail!("etcd: the username is empty"),
         };
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(opts.timeout)
             .no_proxy()
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(pem) = &opts.ca_pem {
+            let ca = reqwest::Certificate::from_pem(pem).map_err(|e| {
+                anyhow!(
+                    "etcd: the CA certificate is not usable PEM: {}",
+                    error_chain(&e)
+                )
+            })?;
+            builder = builder.add_root_certificate(ca);
+        }
+        if let Some(pem) = &opts.identity_pem {
+            // The error would only say "invalid"; it never contains the key.
+            let id = reqwest::Identity::from_pem(pem).map_err(|_| {
+                anyhow!("etcd: the client certificate and key are not usable PEM (certificate, then its private key)")
+            })?;
+            builder = builder.identity(id);
+        }
+        let http = builder
             .build()
             .map_err(|e| anyhow!("etcd: cannot build the HTTP client: {}", error_chain(&e)))?;
         Ok(Client {
@@ -1676,6 +1704,8 @@ mod tests {
             timeout: Duration::from_secs(1),
             username: Some("root".into()),
             password: Some("hunter2-secret".into()),
+            ca_pem: None,
+            identity_pem: None,
         }
     }
 

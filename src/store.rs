@@ -58,6 +58,16 @@ impl Guard {
     }
 }
 
+/// Reads a PEM file named by config `field`.
+fn read_pem(field: &str, path: Option<&std::path::Path>) -> Result<Option<Vec<u8>>> {
+    match path {
+        None => Ok(None),
+        Some(p) => std::fs::read(p)
+            .map(Some)
+            .map_err(|e| crate::usage_error(format!("{field} {}: {e}", p.display()))),
+    }
+}
+
 impl Store {
     /// The store the config names.
     pub fn new(cfg: &Config) -> Result<Store> {
@@ -72,6 +82,21 @@ impl Store {
                     timeout: s.timeout,
                     username: s.username.clone(),
                     password: s.password.as_ref().map(|p| p.expose().to_string()),
+                    ca_pem: read_pem("inventory.ca_file", s.ca_file.as_deref())?,
+                    identity_pem: match (
+                        read_pem("inventory.cert_file", s.cert_file.as_deref())?,
+                        read_pem("inventory.key_file", s.key_file.as_deref())?,
+                    ) {
+                        (Some(mut cert), Some(key)) => {
+                            cert.push(b'\n');
+                            cert.extend(key);
+                            Some(cert)
+                        }
+                        _ => None,
+                    },
+                })
+                .map_err(|e| {
+                    crate::usage_error(format!("{}: inventory: {e:#}", cfg.path.display()))
                 })?,
                 settings: s.clone(),
                 lock_timeout: cfg.lock_timeout,

@@ -324,3 +324,146 @@ impl TestEnvFrontend {
         }
     }
 }
+
+/// A single etcd started by the test with its own TLS settings; killed by PID on drop.
+struct TlsEtcd(Child);
+
+impl Drop for TlsEtcd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sh(dir: &std::path::Path, script: &str) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn etcd_over_mutual_tls_with_a_private_ca() {
+    if !crate::support::etcd::etcd_available() {
+        return;
+    }
+    let env = TestEnv::new();
+    let pki = env.path("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    // A private CA, a server certificate for 127.0.0.1 and a client certificate.
+    sh(
+        &pki,
+        "set -e
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=doproxy-test-ca 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth,clientAuth\\n' > server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile server.ext 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=doproxy 2>/dev/null
+        printf 'extendedKeyUsage=clientAuth\\n' > client.ext
+        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 1 -extfile client.ext 2>/dev/null",
+    );
+    let (client_port, peer_port) = (free_port(), free_port());
+    let log = std::fs::File::create(env.path("etcd-tls.log")).unwrap();
+    let _etcd = TlsEtcd(
+        Command::new("etcd")
+            .args(["--name", "tls0", "--data-dir"])
+            .arg(env.path("etcd-tls-data"))
+            .args([
+                "--listen-client-urls",
+                &format!("https://127.0.0.1:{client_port}"),
+            ])
+            .args([
+                "--advertise-client-urls",
+                &format!("https://127.0.0.1:{client_port}"),
+            ])
+            .args([
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+            ])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("tls0=http://127.0.0.1:{peer_port}"),
+            ])
+            .arg("--cert-file")
+            .arg(pki.join("server.pem"))
+            .arg("--key-file")
+            .arg(pki.join("server.key"))
+            .arg("--client-cert-auth")
+            .arg("--trusted-ca-file")
+            .arg(pki.join("ca.pem"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd"),
+    );
+    let inventory = |tls: &str| {
+        format!(
+            "inventory:\n  backend: etcd\n  endpoints: [https://127.0.0.1:{client_port}]\n  prefix: /tls-test/\n  timeout: 1s\n{tls}"
+        )
+    };
+    let full = "  ca_file: pki/ca.pem\n  cert_file: pki/client.pem\n  key_file: pki/client.key\n";
+    env.write(
+        "doproxy.yml",
+        &env.config_text("")
+            .replace("inventory_file: inventory\n", &inventory(full)),
+    );
+    let started = Instant::now();
+    while env.run(&["inventory", "export"]).code != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "etcd (TLS) did not come up: {}",
+            env.read("etcd-tls.log")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = env.run(&["create"]).ok();
+    let id = r.stdout.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(env.run(&["inventory", "export"]).ok().stdout.trim(), id);
+
+    // Without the client certificate, etcd refuses; without the CA, doproxy refuses etcd.
+    env.write(
+        "doproxy.yml",
+        &env.config_text("").replace(
+            "inventory_file: inventory\n",
+            &inventory("  ca_file: pki/ca.pem\n"),
+        ),
+    );
+    let r = env.run(&["print"]).code(1);
+    assert!(r.stderr.contains("etcd"), "{}", r.stderr);
+    env.write(
+        "doproxy.yml",
+        &env.config_text("").replace(
+            "inventory_file: inventory\n",
+            &inventory("  cert_file: pki/client.pem\n  key_file: pki/client.key\n"),
+        ),
+    );
+    let r = env.run(&["print"]).code(1);
+    assert!(r.stderr.contains("etcd"), "{}", r.stderr);
+    // A key file that is not a key: a configuration error naming the field, never the key.
+    env.write("pki/bad.key", "not a key\n");
+    env.write(
+        "doproxy.yml",
+        &env.config_text("").replace(
+            "inventory_file: inventory\n",
+            &inventory("  cert_file: pki/client.pem\n  key_file: pki/bad.key\n"),
+        ),
+    );
+    let r = env.run(&["print"]).code(2);
+    assert!(
+        r.stderr.contains("client certificate and key"),
+        "{}",
+        r.stderr
+    );
+}

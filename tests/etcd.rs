@@ -18,6 +18,8 @@ fn client(endpoints: Vec<String>) -> Client {
         timeout: TIMEOUT,
         username: None,
         password: None,
+        ca_pem: None,
+        identity_pem: None,
     })
     .unwrap()
 }
@@ -836,6 +838,8 @@ async fn etcd_auth_tokens_are_used_refreshed_and_the_password_never_shown() {
             timeout: TIMEOUT,
             username: user.map(str::to_string),
             password: password.map(str::to_string),
+            ca_pem: None,
+            identity_pem: None,
         })
         .unwrap()
     };
