@@ -162,13 +162,17 @@ pub fn main() -> ExitCode {
     };
     output::init(cli.output, cli.quiet, cli.verbose);
     let Some(command) = cli.command else {
-        // Like the original: no arguments lists the commands.
-        output::say(USAGE.trim_end());
+        // Like the original: no arguments lists the commands (in any output format).
+        // A closed pipe (`doproxy | head -1`) is not an error.
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), USAGE.as_bytes());
         return ExitCode::from(EXIT_OK);
     };
     if let Command::Completions { shell } = command {
         let mut cmd = Cli::command();
-        clap_complete::generate(shell, &mut cmd, "doproxy", &mut std::io::stdout());
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut cmd, "doproxy", &mut script);
+        // A closed pipe is not an error (clap_complete would panic writing to it).
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
         return ExitCode::from(EXIT_OK);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()

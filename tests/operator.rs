@@ -297,3 +297,28 @@ fn config_discovery() {
     )
     .ok();
 }
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let env = TestEnv::new();
+    env.sim.create_droplet_direct("auto-nginx-p", &["doproxy"]);
+    for args in [
+        &["completions", "bash"][..],
+        &["print"],
+        &[],
+        &["-o", "json", "print"],
+    ] {
+        // The read end is closed before doproxy starts: every write to stdout fails (EPIPE).
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = env
+            .command(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
