@@ -324,55 +324,49 @@ fn haproxy_keeps_serving_through_bad_templates_and_failed_reloads() {
         2
     );
     let good = env.installed();
+    // Runs `reload` under `config`: it must fail saying all of `says`, leave the good config
+    // installed, and HAProxy must go on serving every request.
+    let refused = |config: &str, args: &[&str], says: &[&str]| {
+        env.write("doproxy.yml", config);
+        let r = env.run(args).code(1);
+        for s in says {
+            assert!(r.stderr.contains(s), "expected {s:?}: {}", r.stderr);
+        }
+        assert_eq!(env.installed(), good);
+        let (bodies, failed) = env.requests(20);
+        assert_eq!((bodies.len(), failed), (20, 0));
+    };
+    let base = env.config_text("");
 
     // A broken template: refused before install.
     env.write(
         "broken.tera",
         "global\n    maxconn {{ haproxy.maxconn }}\nbogus_directive here\n",
     );
-    let base = env.config_text("");
-    env.write(
-        "doproxy.yml",
+    refused(
         &format!("{base}haproxy_template_file: broken.tera\n"),
+        &["reload", "--force"],
+        &["config check", "bogus_directive"],
     );
-    let r = env.run(&["reload", "--force"]).code(1);
-    assert!(
-        r.stderr.contains("config check") && r.stderr.contains("bogus_directive"),
-        "{}",
-        r.stderr
-    );
-    assert_eq!(env.installed(), good);
-    let (bodies, failed) = env.requests(20);
-    assert_eq!((bodies.len(), failed), (20, 0));
 
     // A reload command that fails: the previous config is put back.
-    env.write(
-        "doproxy.yml",
-        &base.replace("reload_command: 'if", "reload_command: 'exit 1; if"),
-    );
     let extra = env
         .sim
         .create_droplet_direct("auto-nginx-extra", &["doproxy"]);
     env.write("inventory", &format!("{}{extra}\n", env.read("inventory")));
     std::thread::sleep(Duration::from_millis(200));
-    let r = env.run(&["reload"]).code(1);
-    assert!(
-        r.stderr.contains("reload command") && r.stderr.contains("put the previous config back"),
-        "{}",
-        r.stderr
+    refused(
+        &base.replace("reload_command: 'if", "reload_command: 'exit 1; if"),
+        &["reload"],
+        &["reload command", "put the previous config back"],
     );
-    assert_eq!(env.installed(), good);
-    let (bodies, failed) = env.requests(20);
-    assert_eq!((bodies.len(), failed), (20, 0));
 
     // A reload "succeeds" but HAProxy never reloads: detected through the stats socket.
-    env.write(
-        "doproxy.yml",
+    refused(
         &base.replace("reload_command: 'if", "reload_command: 'true; exit 0; if"),
+        &["reload"],
+        &["did not take effect"],
     );
-    let r = env.run(&["reload"]).code(1);
-    assert!(r.stderr.contains("did not take effect"), "{}", r.stderr);
-    assert_eq!(env.installed(), good);
 
     // With a working reload the extra droplet joins.
     env.write("doproxy.yml", &base);

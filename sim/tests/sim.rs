@@ -1316,8 +1316,8 @@ fn wait_active(sim: &Sim, id: u64) -> Value {
     out
 }
 
-#[test]
-fn serve_apps_answers_identity_page_until_deleted() {
+/// A simulator serving apps on a free port.
+fn app_sim() -> (Sim, u16) {
     let port = free_port();
     let sim = Sim::start(SimOptions {
         serve_apps: true,
@@ -1325,10 +1325,20 @@ fn serve_apps_answers_identity_page_until_deleted() {
         ..opts()
     })
     .unwrap();
-    let id = call(&sim, "POST", "/v2/droplets", Some(&create_body("app-1"))).json()["droplet"]
-        ["id"]
+    (sim, port)
+}
+
+/// Creates a droplet through the API and returns its id.
+fn create_id(sim: &Sim, name: &str) -> u64 {
+    call(sim, "POST", "/v2/droplets", Some(&create_body(name))).json()["droplet"]["id"]
         .as_u64()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn serve_apps_answers_identity_page_until_deleted() {
+    let (sim, port) = app_sim();
+    let id = create_id(&sim, "app-1");
     let d = wait_active(&sim, id);
     let nets = ipv4s(&d);
     let private: Ipv4Addr = nets[0].1.parse().unwrap();
@@ -2061,17 +2071,8 @@ fn startup_time_of_20_sims() {
 
 #[test]
 fn power_off_keeps_addresses_stops_the_app_and_freezes_a_new_droplet() {
-    let port = free_port();
-    let sim = Sim::start(SimOptions {
-        serve_apps: true,
-        backend_port: port,
-        ..opts()
-    })
-    .unwrap();
-    let id = call(&sim, "POST", "/v2/droplets", Some(&create_body("off-1"))).json()["droplet"]
-        ["id"]
-        .as_u64()
-        .unwrap();
+    let (sim, port) = app_sim();
+    let id = create_id(&sim, "off-1");
     let d = wait_active(&sim, id);
     let private: Ipv4Addr = ipv4s(&d)[0].1.parse().unwrap();
     let addr = SocketAddr::from((private, port));
@@ -2084,10 +2085,7 @@ fn power_off_keeps_addresses_stops_the_app_and_freezes_a_new_droplet() {
     assert!(wait_until(Duration::from_secs(5), || connect(addr).is_err()));
 
     // Powered off while still new: it never becomes active.
-    let id = call(&sim, "POST", "/v2/droplets", Some(&create_body("off-2"))).json()["droplet"]
-        ["id"]
-        .as_u64()
-        .unwrap();
+    let id = create_id(&sim, "off-2");
     assert!(sim.power_off_direct(id));
     std::thread::sleep(opts().active_after * 3);
     let d = get(&sim, &format!("/v2/droplets/{id}")).json()["droplet"].clone();
