@@ -103,6 +103,19 @@ pub fn json<T: Serialize>(value: &T) {
     let _ = out.flush();
 }
 
+/// Prints a JSON result as one line (JSON Lines) on stdout in JSON mode, for long-running
+/// commands that report many events (`reload --watch`).
+pub fn json_line<T: Serialize>(value: &T) {
+    if !is_json() {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Ok(text) = serde_json::to_string(value) {
+        let _ = writeln!(out, "{text}");
+    }
+    let _ = out.flush();
+}
+
 /// A warning on stderr (silenced by `--quiet`).
 pub fn warn(line: &str) {
     if !settings().quiet {

@@ -344,9 +344,10 @@ fn readiness_gate_waits_until_the_app_answers() {
 fn watch_with_the_file_backend_follows_the_inventory_and_stops_on_sigterm() {
     let env = TestEnv::new();
     let log = std::fs::File::create(env.path("watch.log")).unwrap();
+    let out = std::fs::File::create(env.path("watch.out")).unwrap();
     let mut child = env
-        .command(&["reload", "--watch"])
-        .stdout(std::process::Stdio::null())
+        .command(&["-o", "json", "reload", "--watch"])
+        .stdout(out)
         .stderr(log)
         .spawn()
         .unwrap();
@@ -378,5 +379,19 @@ fn watch_with_the_file_backend_follows_the_inventory_and_stops_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}: {}", env.read("watch.log"));
     assert!(env.read("watch.log").contains("watch stopped"));
+    // JSON Lines on stdout: one object per reload.
+    let events: Vec<serde_json::Value> = env
+        .read("watch.out")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!events.is_empty());
+    assert!(
+        events
+            .iter()
+            .all(|e| e["action"] == "reload" && e["reloaded"] == true),
+        "{events:?}"
+    );
+    assert_eq!(events.last().unwrap()["backends"], 1);
     eprintln!("FIGURES file watch: new inventory line in the installed config after {took:.0?}");
 }

@@ -85,7 +85,7 @@ async fn sync(ctx: &Ctx) -> bool {
     match pass.await {
         Ok((Applied::Reloaded, n, pending)) => {
             note(&format!("reloaded HAProxy with {n} backend(s)"));
-            crate::output::json(
+            crate::output::json_line(
                 &serde_json::json!({ "action": "reload", "reloaded": true, "backends": n }),
             );
             pending
