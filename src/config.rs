@@ -126,7 +126,8 @@ struct RawDropletOptions {
     ipv6: Option<bool>,
     monitoring: Option<bool>,
     // The original sent `private_networking: true`; the API deprecated it (every droplet now
-    // gets a private address in its VPC). Accepted and ignored for old configs.
+    // gets a private address in its VPC). Accepted (type-checked) and ignored for old configs.
+    #[allow(dead_code)]
     private_networking: Option<bool>,
 }
 
@@ -139,7 +140,7 @@ struct RawRetry {
     budget: Option<RawDuration>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHaproxy {
     chroot: Option<Option<String>>,
@@ -412,8 +413,6 @@ impl Config {
                 tags.push(t);
             }
         }
-        let _ = d.private_networking;
-
         let api_url = env("DIGITALOCEAN_API_URL")
             .filter(|s| !s.is_empty())
             .or(raw.api_url)
@@ -447,19 +446,7 @@ impl Config {
             }
         };
 
-        let h = raw.haproxy.unwrap_or(RawHaproxy {
-            chroot: None,
-            user: None,
-            group: None,
-            log: None,
-            stats_socket: None,
-            stats_user: None,
-            stats_password: None,
-            errorfiles_dir: None,
-            maxconn: None,
-            noreuseport: None,
-            check_inter: None,
-        });
+        let h = raw.haproxy.unwrap_or_default();
         let or = |v: Option<Option<String>>, d: &str| match v {
             None => Some(d.to_string()),
             Some(x) => x.filter(|s| !s.is_empty()),

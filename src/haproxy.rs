@@ -303,35 +303,44 @@ async fn reload(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+/// The stats socket to ask HAProxy through, when one is configured and exists.
+fn stats_socket(cfg: &Config) -> Option<&Path> {
+    cfg.haproxy
+        .stats_socket
+        .as_deref()
+        .map(Path::new)
+        .filter(|p| p.exists())
+}
+
+/// The names of the servers HAProxy serves in the backend, from its runtime API.
+async fn served(sock: &Path) -> Result<BTreeSet<String>> {
+    let out = runtime_command(sock, &format!("show servers state {BACKEND}")).await?;
+    Ok(parse_server_names(&out))
+}
+
+fn server_names(servers: &[Server]) -> BTreeSet<String> {
+    servers.iter().map(Server::server_name).collect()
+}
+
 /// After a reload, waits until HAProxy's runtime API lists exactly the rendered servers: a
 /// reload signal can "succeed" while HAProxy keeps the old config. Skipped (with no error)
 /// when there is no stats socket to ask.
 async fn verify(cfg: &Config, servers: &[Server]) -> Result<()> {
-    let Some(sock) = cfg.haproxy.stats_socket.as_deref() else {
+    let Some(sock) = stats_socket(cfg) else {
         return Ok(());
     };
-    let sock = Path::new(sock);
-    if !sock.exists() {
-        return Ok(());
-    }
-    let want: BTreeSet<String> = servers.iter().map(Server::server_name).collect();
+    let want = server_names(servers);
     let deadline = Instant::now() + cfg.reload_verify_timeout;
-    let mut last: String;
     loop {
-        match runtime_command(sock, &format!("show servers state {BACKEND}")).await {
-            Ok(out) => {
-                let have = parse_server_names(&out);
-                if have == want {
-                    return Ok(());
-                }
-                last = format!(
-                    "HAProxy serves {} server(s), the new config has {}",
-                    have.len(),
-                    want.len()
-                );
-            }
-            Err(e) => last = format!("{e:#}"),
-        }
+        let last = match served(sock).await {
+            Ok(have) if have == want => return Ok(()),
+            Ok(have) => format!(
+                "HAProxy serves {} server(s), the new config has {}",
+                have.len(),
+                want.len()
+            ),
+            Err(e) => format!("{e:#}"),
+        };
         if Instant::now() >= deadline {
             bail!(
                 "the reload did not take effect within {:.1?} ({last})",
@@ -345,16 +354,11 @@ async fn verify(cfg: &Config, servers: &[Server]) -> Result<()> {
 /// True when HAProxy's runtime API lists exactly `servers`, or when there is no stats
 /// socket to ask (nothing better to go on than the installed file).
 async fn serves(cfg: &Config, servers: &[Server]) -> bool {
-    let Some(sock) = cfg.haproxy.stats_socket.as_deref().map(Path::new) else {
-        return true;
-    };
-    if !sock.exists() {
-        return true;
-    }
-    let want: BTreeSet<String> = servers.iter().map(Server::server_name).collect();
-    match runtime_command(sock, &format!("show servers state {BACKEND}")).await {
-        Ok(out) => parse_server_names(&out) == want,
-        Err(_) => false,
+    match stats_socket(cfg) {
+        None => true,
+        Some(sock) => served(sock)
+            .await
+            .is_ok_and(|have| have == server_names(servers)),
     }
 }
 
@@ -389,13 +393,9 @@ pub async fn runtime_command(socket: &Path, command: &str) -> Result<String> {
 /// connection left. Returns `Ok(false)` when there is no stats socket or HAProxy does not
 /// know the server, so the caller can go on: the reload still finishes in-flight requests.
 pub async fn drain(cfg: &Config, id: u64, timeout: Duration) -> Result<bool> {
-    let Some(sock) = cfg.haproxy.stats_socket.as_deref() else {
+    let Some(sock) = stats_socket(cfg) else {
         return Ok(false);
     };
-    let sock = Path::new(sock);
-    if !sock.exists() {
-        return Ok(false);
-    }
     let server = format!("www-{id}");
     let answer =
         runtime_command(sock, &format!("set server {BACKEND}/{server} state drain")).await?;
@@ -421,12 +421,8 @@ pub async fn drain(cfg: &Config, id: u64, timeout: Duration) -> Result<bool> {
 
 /// Puts server `www-<id>` back in ready state (after a drain whose reload failed).
 pub async fn undrain(cfg: &Config, id: u64) {
-    if let Some(sock) = cfg.haproxy.stats_socket.as_deref() {
-        let _ = runtime_command(
-            Path::new(sock),
-            &format!("set server {BACKEND}/www-{id} state ready"),
-        )
-        .await;
+    if let Some(sock) = stats_socket(cfg) {
+        let _ = runtime_command(sock, &format!("set server {BACKEND}/www-{id} state ready")).await;
     }
 }
 

@@ -143,29 +143,14 @@ impl Store {
     /// Reads the inventory. A missing etcd key is an empty inventory; a missing file is an
     /// error (as in the original: it may mean a wrong path).
     pub async fn load(&self) -> Result<Inventory> {
-        match self {
-            Store::File { path, .. } => Inventory::load(path),
-            Store::Etcd {
-                client, settings, ..
-            } => {
-                let key = Self::key(settings);
-                let kv = client
-                    .get(&key)
-                    .await
-                    .with_context(|| format!("cannot read etcd key {key}"))?;
-                let (text, rev) = kv.map_or((String::new(), 0), |kv| (kv.value, kv.mod_revision));
-                let mut inv = Inventory::parse(&format!("etcd key {key}"), &text)?;
-                inv.revision = rev;
-                Ok(inv)
-            }
-        }
+        Ok(self.load_for_watch().await?.0)
     }
 
     /// Reads the inventory and the point to watch for changes from: for etcd, the cluster
     /// revision of the read (every later change has a higher one); 0 for a file.
     pub async fn load_for_watch(&self) -> Result<(Inventory, i64)> {
         match self {
-            Store::File { .. } => Ok((self.load().await?, 0)),
+            Store::File { path, .. } => Ok((Inventory::load(path)?, 0)),
             Store::Etcd {
                 client, settings, ..
             } => {

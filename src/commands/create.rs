@@ -29,7 +29,7 @@ pub async fn run(ctx: &Ctx, count: u32, dry_run: bool) -> Result<()> {
         fields.insert("user_data".into(), u.clone().into());
     }
     if dry_run {
-        return preview(ctx, &names, &fields, user_data.as_deref()).await;
+        return preview(ctx, &prepared, &names, &fields, user_data.as_deref()).await;
     }
     let tag = cfg.droplet.doproxy_tag();
     let settle = cfg.poll_interval.min(Duration::from_secs(10)) * 2;
@@ -79,6 +79,7 @@ pub async fn run(ctx: &Ctx, count: u32, dry_run: bool) -> Result<()> {
 /// `--dry-run`: what would be created; no API call that changes anything, no file written.
 async fn preview(
     ctx: &Ctx,
+    prepared: &super::Prepared,
     names: &[String],
     fields: &serde_json::Map<String, serde_json::Value>,
     user_data: Option<&str>,
@@ -105,8 +106,7 @@ async fn preview(
     let inv = ctx.store.load().await?;
     let fleet = Fleet::fetch(ctx, &inv).await?;
     let servers = fleet.servers(&inv, None);
-    let prepared = super::prepare(ctx).await?;
-    let rendered = super::render(ctx, &prepared, &servers)?;
+    let rendered = super::render(ctx, prepared, &servers)?;
     crate::haproxy::validate(&ctx.cfg, &rendered).await?;
     say("  the current config renders and passes the check command");
     let mut request = fields.clone();

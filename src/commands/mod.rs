@@ -27,6 +27,9 @@ pub struct Ctx {
     pub client: Client,
     /// Where the inventory lives.
     pub store: Store,
+    /// The frontend's bind address, looked up once per process (a `reload --watch` would
+    /// otherwise ask the metadata service at every pass).
+    bind: tokio::sync::OnceCell<String>,
 }
 
 impl Ctx {
@@ -37,7 +40,12 @@ impl Ctx {
             client = client.with_observer(Box::new(log_api_event));
         }
         let store = Store::new(&cfg)?;
-        Ok(Ctx { cfg, client, store })
+        Ok(Ctx {
+            cfg,
+            client,
+            store,
+            bind: tokio::sync::OnceCell::new(),
+        })
     }
 
     /// Runs `f` holding the lock over the inventory and the HAProxy config, and releases it
@@ -53,13 +61,18 @@ impl Ctx {
 
     /// The frontend's `ip:port`: configured, or the droplet's public IPv4 on port 80.
     pub async fn frontend_bind(&self) -> Result<String> {
-        match &self.cfg.frontend_bind {
-            Some(b) => Ok(b.clone()),
-            None => Ok(format!(
-                "{}:80",
-                crate::metadata::public_ipv4(&self.cfg.metadata_url).await?
-            )),
-        }
+        self.bind
+            .get_or_try_init(|| async {
+                match &self.cfg.frontend_bind {
+                    Some(b) => Ok(b.clone()),
+                    None => Ok(format!(
+                        "{}:80",
+                        crate::metadata::public_ipv4(&self.cfg.metadata_url).await?
+                    )),
+                }
+            })
+            .await
+            .cloned()
     }
 }
 
