@@ -46,12 +46,7 @@ fn case(name: &str, args: &[&str], code: i32, needle: &str, setup: impl FnOnce(&
         "[{name}] inventory changed"
     );
     assert_eq!(env.installed(), live_before, "[{name}] live config changed");
-    let writes: Vec<_> = env
-        .sim
-        .requests()
-        .into_iter()
-        .filter(|r| r.method != "GET")
-        .collect();
+    let writes = env.api_writes();
     assert!(writes.is_empty(), "[{name}] API writes made: {writes:?}");
     assert!(
         env.sim.droplets().iter().any(|d| d.id == keep),

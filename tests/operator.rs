@@ -191,12 +191,7 @@ fn dry_runs_change_nothing() {
     );
 
     assert_eq!(snapshot(env.dir.path()), before, "a dry run changed a file");
-    let writes: Vec<_> = env
-        .sim
-        .requests()
-        .into_iter()
-        .filter(|r| r.method != "GET")
-        .collect();
+    let writes = env.api_writes();
     assert!(
         writes.is_empty(),
         "a dry run changed something through the API: {writes:?}"

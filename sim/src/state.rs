@@ -27,22 +27,17 @@ const MAX_BIND_TRIES: u32 = 512;
 pub(crate) const PRIVATE_SECOND_OCTET: u8 = 128;
 pub(crate) const PUBLIC_SECOND_OCTET: u8 = 64;
 
+/// Address number `k` in the 127.<second>.0.0/16 range (never .0 or .255 last).
+fn ip_in(second: u8, k: u32) -> Ipv4Addr {
+    Ipv4Addr::new(127, second, (k / 254) as u8, (k % 254 + 1) as u8)
+}
+
 pub(crate) fn private_ip(k: u32) -> Ipv4Addr {
-    Ipv4Addr::new(
-        127,
-        PRIVATE_SECOND_OCTET,
-        (k / 254) as u8,
-        (k % 254 + 1) as u8,
-    )
+    ip_in(PRIVATE_SECOND_OCTET, k)
 }
 
 pub(crate) fn public_ip(k: u32) -> Ipv4Addr {
-    Ipv4Addr::new(
-        127,
-        PUBLIC_SECOND_OCTET,
-        (k / 254) as u8,
-        (k % 254 + 1) as u8,
-    )
+    ip_in(PUBLIC_SECOND_OCTET, k)
 }
 
 pub(crate) fn public_gateway(k: u32) -> Ipv4Addr {

@@ -266,6 +266,15 @@ haproxy:
         run
     }
 
+    /// Every API request the simulator logged that could change something (not a GET).
+    pub fn api_writes(&self) -> Vec<do_sim::RequestRecord> {
+        self.sim
+            .requests()
+            .into_iter()
+            .filter(|r| r.method != "GET")
+            .collect()
+    }
+
     /// The inventory's IDs.
     pub fn inventory(&self) -> Vec<u64> {
         self.read("inventory")
