@@ -1,20 +1,14 @@
-//! Command-line interface: clap definitions, the one exit path, and exit codes
-//! (0 success, 1 failure, 2 usage or configuration error).
+//! Command-line interface: the clap definitions (one Args struct per command), finding the
+//! config file, dispatch to the commands, and the one exit path (0 success, 1 failure,
+//! 2 usage or configuration error).
 
 use crate::commands;
 use crate::config::Config;
+use crate::error::{exit_code, usage_error, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::output::{self, Format};
-use crate::UsageError;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// Exit code for success.
-pub const EXIT_OK: u8 = 0;
-/// Exit code for a failure (API, HAProxy, files).
-pub const EXIT_FAILURE: u8 = 1;
-/// Exit code for a usage or configuration error.
-pub const EXIT_USAGE: u8 = 2;
 
 /// Scale an HTTP application tier on DigitalOcean behind HAProxy.
 #[derive(Debug, Parser)]
@@ -58,14 +52,7 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  doproxy create\n  doproxy create --count 5\n  doproxy create --dry-run"
     )]
-    Create {
-        /// How many droplets to create (one API request per ten)
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
-        count: u32,
-        /// Show what would be created and validate the config; change nothing
-        #[arg(long)]
-        dry_run: bool,
-    },
+    Create(CreateArgs),
     /// Delete a droplet (by inventory LINE_NUMBER as `print` numbers them, or --id/--name) and reload
     #[command(
         after_help = "Examples:\n  doproxy delete 0\n  doproxy delete --id 7384013\n  doproxy delete --name auto-nginx-k3x9q2 --dry-run"
@@ -75,17 +62,7 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  doproxy reload\n  doproxy reload --dry-run\n  doproxy reload --force\n  doproxy reload --watch   # keep this node in step with the inventory"
     )]
-    Reload {
-        /// Reload even when the installed config is already up to date
-        #[arg(long)]
-        force: bool,
-        /// Show the diff against the installed config and validate it; change nothing
-        #[arg(long, conflicts_with = "force")]
-        dry_run: bool,
-        /// Keep running: re-render, validate and reload whenever the inventory changes
-        #[arg(long, conflicts_with_all = ["force", "dry_run"])]
-        watch: bool,
-    },
+    Reload(ReloadArgs),
     /// Generate the HAProxy config (haproxy_cfg_file) from the inventory, without installing it
     #[command(after_help = "Example:\n  doproxy generate && cat haproxy.cfg")]
     Generate,
@@ -99,11 +76,40 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  doproxy completions bash > /etc/bash_completion.d/doproxy\n  doproxy completions zsh > \"${fpath[1]}/_doproxy\"\n  doproxy completions fish > ~/.config/fish/completions/doproxy.fish"
     )]
-    Completions {
-        /// The shell
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
+    Completions(CompletionsArgs),
+}
+
+/// `doproxy create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// How many droplets to create (one API request per ten)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub count: u32,
+    /// Show what would be created and validate the config; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `doproxy reload`.
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// Reload even when the installed config is already up to date
+    #[arg(long)]
+    pub force: bool,
+    /// Show the diff against the installed config and validate it; change nothing
+    #[arg(long, conflicts_with = "force")]
+    pub dry_run: bool,
+    /// Keep running: re-render, validate and reload whenever the inventory changes
+    #[arg(long, conflicts_with_all = ["force", "dry_run"])]
+    pub watch: bool,
+}
+
+/// `doproxy completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `doproxy inventory ...`
@@ -163,16 +169,15 @@ pub fn main() -> ExitCode {
     output::init(cli.output, cli.quiet, cli.verbose);
     let Some(command) = cli.command else {
         // Like the original: no arguments lists the commands (in any output format).
-        // A closed pipe (`doproxy | head -1`) is not an error.
-        let _ = std::io::Write::write_all(&mut std::io::stdout(), USAGE.as_bytes());
+        output::write_stdout(USAGE);
         return ExitCode::from(EXIT_OK);
     };
-    if let Command::Completions { shell } = command {
+    if let Command::Completions(CompletionsArgs { shell }) = command {
         let mut cmd = Cli::command();
         let mut script = Vec::new();
         clap_complete::generate(shell, &mut cmd, "doproxy", &mut script);
         // A closed pipe is not an error (clap_complete would panic writing to it).
-        let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+        output::write_stdout(&String::from_utf8_lossy(&script));
         return ExitCode::from(EXIT_OK);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -181,18 +186,16 @@ pub fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("doproxy: error: cannot start the async runtime: {e}");
+            output::error(&format!("cannot start the async runtime: {e}"));
             return ExitCode::from(EXIT_FAILURE);
         }
     };
     match runtime.block_on(run(cli.config, command)) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            output::progress_done();
-            let usage = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some());
-            let code = if usage { EXIT_USAGE } else { EXIT_FAILURE };
+            let code = exit_code(&e);
             let message = format!("{e:#}");
-            eprintln!("doproxy: error: {message}");
+            output::error(&message);
             output::json(
                 &serde_json::json!({ "error": { "message": message, "exit_code": code } }),
             );
@@ -217,7 +220,7 @@ fn load_config(flag: Option<PathBuf>) -> anyhow::Result<Config> {
             "$DOPROXY_CONFIG" => format!("$DOPROXY_CONFIG={}", path.display()),
             _ => "./doproxy.yml (no --config given, DOPROXY_CONFIG unset)".to_string(),
         };
-        return Err(crate::usage_error(format!(
+        return Err(usage_error(format!(
             "no config file: tried {tried}; start from doproxy.yml.example (cp doproxy.yml.example doproxy.yml, then set token and droplet_options)"
         )));
     }
@@ -229,22 +232,24 @@ async fn run(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> {
     let ctx = commands::Ctx::new(cfg)?;
     match command {
         Command::Print => commands::print::run(&ctx).await,
-        Command::Create { count, dry_run } => commands::create::run(&ctx, count, dry_run).await,
+        Command::Create(a) => commands::create::run(&ctx, a.count, a.dry_run).await,
         Command::Delete(args) => {
             let which = match (args.line_number, args.id, args.name) {
                 (Some(n), _, _) => commands::delete::Which::Line(n),
                 (_, Some(id), _) => commands::delete::Which::Id(id),
                 (_, _, Some(name)) => commands::delete::Which::Name(name),
-                _ => {
-                    return Err(crate::usage_error(
-                        "delete needs a LINE_NUMBER, --id or --name",
-                    ))
-                }
+                _ => return Err(usage_error("delete needs a LINE_NUMBER, --id or --name")),
             };
             commands::delete::run(&ctx, which, args.dry_run).await
         }
-        Command::Reload { watch: true, .. } => commands::watch::run(&ctx).await,
-        Command::Reload { force, dry_run, .. } => commands::reload::run(&ctx, force, dry_run).await,
+        Command::Reload(ReloadArgs { watch: true, .. }) => commands::watch::run(&ctx).await,
+        Command::Reload(a) => {
+            let opts = commands::reload::Options {
+                force: a.force,
+                dry_run: a.dry_run,
+            };
+            commands::reload::run(&ctx, opts).await
+        }
         Command::Inventory(InventoryCommand::Import { file }) => {
             commands::inventory::import(&ctx, &file).await
         }
@@ -252,6 +257,6 @@ async fn run(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> {
             commands::inventory::export(&ctx, file.as_deref()).await
         }
         Command::Generate => commands::generate::run(&ctx).await,
-        Command::Completions { .. } => Ok(()),
+        Command::Completions(_) => Ok(()),
     }
 }

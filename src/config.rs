@@ -2,11 +2,13 @@
 //! overrides, path resolution against the config file's folder, and validation into one
 //! [`Config`]. Every YAML call in the crate lives here.
 
+use crate::digitalocean::{self, DropletSpec, IntOrString, RetryPolicy};
 use crate::duration;
-use crate::usage_error;
+use crate::error::usage_error;
+use crate::haproxy::{self, TemplateValues};
+use crate::secret::Secret;
 use anyhow::Result;
 use serde::Deserialize;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,46 +19,6 @@ pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
 pub const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
 /// The tag every droplet doproxy creates carries, so that orphans can be found.
 pub const DEFAULT_TAG: &str = "doproxy";
-
-/// The API token. It has no `Display`, and its `Debug` never shows the value.
-#[derive(Clone)]
-pub struct Token(String);
-
-impl Token {
-    /// Wraps a token value.
-    pub fn new(value: String) -> Self {
-        Token(value)
-    }
-    /// The secret value, for building the `Authorization` header only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(redacted)")
-    }
-}
-
-/// A number or a string in YAML (SSH key IDs/fingerprints, image slug or ID).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(untagged)]
-pub enum IntOrString {
-    /// A numeric ID.
-    Int(u64),
-    /// A slug or fingerprint.
-    Str(String),
-}
-
-impl IntOrString {
-    fn to_json(&self) -> serde_json::Value {
-        match self {
-            IntOrString::Int(n) => serde_json::Value::from(*n),
-            IntOrString::Str(s) => serde_json::Value::from(s.clone()),
-        }
-    }
-}
 
 /// A duration in YAML: a number of seconds or a string such as `500ms`, `30s`, `10m`.
 #[derive(Debug, Clone, Deserialize)]
@@ -156,65 +118,48 @@ struct RawHaproxy {
     check_inter: Option<String>,
 }
 
-/// Where a setting came from is not kept: after `load` every field is final.
+/// The validated configuration: each section resolved into the settings type of the module
+/// that uses it. After `load` every field is final.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The config file this was loaded from.
     pub path: PathBuf,
-    /// API token (config `token`, or `DIGITALOCEAN_ACCESS_TOKEN` / `DIGITALOCEAN_TOKEN`).
-    pub token: Token,
-    /// SSH keys (IDs or fingerprints) put on new droplets.
-    pub ssh_keys: Vec<IntOrString>,
-    /// cloud-init user data file, if any.
-    pub userdata_file: Option<PathBuf>,
-    /// Where `generate` writes the rendered config (`haproxy_cfg_file`).
-    pub rendered_cfg: PathBuf,
-    /// Where `reload` installs it (`haproxy_cfg_path` / file name of `haproxy_cfg_file`).
-    pub installed_cfg: PathBuf,
-    /// A Tera template overriding the built-in one.
-    pub template_file: Option<PathBuf>,
-    /// Where the inventory lives.
-    pub inventory: InventoryBackend,
-    /// What new droplets look like.
-    pub droplet: DropletOptions,
-    /// API base URL without a trailing slash.
-    pub api_url: String,
+    /// True when the token was read from the config file (not the environment).
+    pub token_in_file: bool,
+    /// How to reach the API (`api_url`, `token`, `api_timeout`, `retry`).
+    pub api: digitalocean::Settings,
     /// Metadata service base URL without a trailing slash.
     pub metadata_url: String,
-    /// Shell command that reloads HAProxy (`{config}` is replaced by the installed path).
-    pub reload_command: String,
-    /// Shell command that validates a config (`{config}` is replaced by the candidate path).
-    pub check_command: String,
-    /// Port the application listens on, on each backend's private address.
-    pub backend_port: u16,
-    /// `ip:port` for the frontend; `None` means "public IPv4 from the metadata service, :80".
-    pub frontend_bind: Option<String>,
+    /// What new droplets look like (`droplet_options`, `ssh_key_ids`).
+    pub droplet: DropletSpec,
+    /// cloud-init user data file, if any.
+    pub userdata_file: Option<PathBuf>,
+    /// Everything the HAProxy side needs.
+    pub haproxy: haproxy::Settings,
+    /// Where the inventory lives.
+    pub inventory: InventoryBackend,
+    /// How long to wait for another doproxy process to release the lock.
+    pub lock_timeout: Duration,
+    /// How `create` waits for new droplets.
+    pub create: CreateSettings,
+    /// `reload --watch` waits this long after a change for more changes before reloading.
+    pub watch_debounce: Duration,
+}
+
+/// How `create` waits for new droplets (`wait_timeout`, `poll_interval`, `not_found_grace`,
+/// `readiness_check`, `readiness_path`).
+#[derive(Debug, Clone)]
+pub struct CreateSettings {
     /// How long `create` waits for droplets to become ready.
     pub wait_timeout: Duration,
     /// The longest interval between two polls while waiting.
     pub poll_interval: Duration,
     /// How long a droplet may be missing from the API right after its create was accepted.
     pub not_found_grace: Duration,
-    /// Per-request timeout for API calls.
-    pub api_timeout: Duration,
-    /// How long to wait for another doproxy process to release the lock.
-    pub lock_timeout: Duration,
-    /// How long `delete` waits for a drained backend's connections to finish.
-    pub drain_timeout: Duration,
-    /// How long to wait for HAProxy's runtime API to show the reloaded server list.
-    pub reload_verify_timeout: Duration,
     /// `create` waits until a new backend answers HTTP on its private address.
     pub readiness_check: bool,
     /// The path the readiness check requests.
     pub readiness_path: String,
-    /// `reload --watch` waits this long after a change for more changes before reloading.
-    pub watch_debounce: Duration,
-    /// Retry policy for idempotent API requests.
-    pub retry: RetryPolicy,
-    /// True when the token was read from the config file (not the environment).
-    pub token_in_file: bool,
-    /// Values for the HAProxy template.
-    pub haproxy: HaproxySettings,
 }
 
 /// Where the inventory lives.
@@ -236,7 +181,7 @@ pub struct EtcdSettings {
     /// etcd user, if authentication is on.
     pub username: Option<String>,
     /// etcd password (never printed).
-    pub password: Option<Token>,
+    pub password: Option<Secret>,
     /// Lease TTL of the lock: how long a dead holder keeps others waiting.
     pub lock_ttl: Duration,
     /// Per-request timeout.
@@ -249,111 +194,254 @@ pub struct EtcdSettings {
     pub key_file: Option<PathBuf>,
 }
 
-/// Options for new droplets.
-#[derive(Debug, Clone)]
-pub struct DropletOptions {
-    /// Hostnames are `<prefix>-<unique suffix>`.
-    pub hostname_prefix: String,
-    /// Region slug (the API picks one when absent).
-    pub region: Option<String>,
-    /// Size slug.
-    pub size: String,
-    /// Image slug or ID.
-    pub image: IntOrString,
-    /// Extra tags (the doproxy tag is always added).
-    pub tags: Vec<String>,
-    /// VPC to place droplets in.
-    pub vpc_uuid: Option<String>,
-    /// Enable IPv6.
-    pub ipv6: bool,
-    /// Install the monitoring agent.
-    pub monitoring: bool,
+/// What every section's resolver needs: the file's name for errors, its folder for
+/// relative paths, and the environment.
+struct Resolver<'a> {
+    shown: String,
+    base: PathBuf,
+    env: &'a dyn Fn(&str) -> Option<String>,
 }
 
-impl DropletOptions {
-    /// The tag that marks droplets created by doproxy (always the first tag).
-    pub fn doproxy_tag(&self) -> &str {
-        &self.tags[0]
+impl Resolver<'_> {
+    fn bad(&self, field: &str, msg: String) -> anyhow::Error {
+        usage_error(format!("{}: {field}: {msg}", self.shown))
     }
 
-    /// The JSON fields of a create request other than the names and user data.
-    pub fn request_fields(
+    fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn dur(&self, field: &str, v: Option<RawDuration>, default: Duration) -> Result<Duration> {
+        match v {
+            None => Ok(default),
+            Some(RawDuration::Secs(s)) => duration::from_secs(s)
+                .ok_or_else(|| self.bad(field, format!("invalid duration {s}"))),
+            Some(RawDuration::Text(t)) => duration::parse(&t).map_err(|m| self.bad(field, m)),
+        }
+    }
+
+    /// An environment variable that is set and not empty.
+    fn var(&self, name: &str) -> Option<String> {
+        (self.env)(name).filter(|s| !s.is_empty())
+    }
+
+    fn api(
         &self,
-        ssh_keys: &[IntOrString],
-    ) -> serde_json::Map<String, serde_json::Value> {
-        let mut m = serde_json::Map::new();
-        if let Some(r) = &self.region {
-            m.insert("region".into(), r.clone().into());
-        }
-        m.insert("size".into(), self.size.clone().into());
-        m.insert("image".into(), self.image.to_json());
-        m.insert(
-            "ssh_keys".into(),
-            ssh_keys
-                .iter()
-                .map(IntOrString::to_json)
-                .collect::<Vec<_>>()
-                .into(),
-        );
-        m.insert("tags".into(), self.tags.clone().into());
-        m.insert("ipv6".into(), self.ipv6.into());
-        m.insert("monitoring".into(), self.monitoring.into());
-        if let Some(v) = &self.vpc_uuid {
-            m.insert("vpc_uuid".into(), v.clone().into());
-        }
-        m
+        token: Option<String>,
+        api_url: Option<String>,
+        api_timeout: Option<RawDuration>,
+        retry: Option<RawRetry>,
+    ) -> Result<(digitalocean::Settings, bool)> {
+        let (token, token_in_file) =
+            pick_token(&token, self.env).map_err(|m| self.bad("token", m))?;
+        let api_url = self
+            .var("DIGITALOCEAN_API_URL")
+            .or(api_url)
+            .unwrap_or_else(|| DEFAULT_API_URL.to_string());
+        let api_url = validate_url(&api_url, true).map_err(|m| self.bad("api_url", m))?;
+        let retry = match retry {
+            None => RetryPolicy::default(),
+            Some(r) => {
+                let d = RetryPolicy::default();
+                RetryPolicy {
+                    max_attempts: r.max_attempts.unwrap_or(d.max_attempts).max(1),
+                    min_delay: self.dur("retry.min_delay", r.min_delay, d.min_delay)?,
+                    max_delay: self.dur("retry.max_delay", r.max_delay, d.max_delay)?,
+                    budget: self.dur("retry.budget", r.budget, d.budget)?,
+                }
+            }
+        };
+        let settings = digitalocean::Settings {
+            api_url,
+            token,
+            timeout: self.dur("api_timeout", api_timeout, Duration::from_secs(60))?,
+            retry,
+        };
+        Ok((settings, token_in_file))
     }
-}
 
-/// Retry policy for GET and DELETE (POST is never blindly retried).
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included.
-    pub max_attempts: u32,
-    /// First backoff delay.
-    pub min_delay: Duration,
-    /// Longest single backoff delay.
-    pub max_delay: Duration,
-    /// Total time all retries of one request may spend waiting.
-    pub budget: Duration,
-}
+    fn droplet(
+        &self,
+        d: RawDropletOptions,
+        ssh_key_ids: Option<Vec<IntOrString>>,
+    ) -> Result<DropletSpec> {
+        validate_prefix(&d.hostname_prefix)
+            .map_err(|m| self.bad("droplet_options.hostname_prefix", m))?;
+        if d.size.trim().is_empty() {
+            return Err(self.bad("droplet_options.size", "must not be empty".into()));
+        }
+        let mut tags = vec![DEFAULT_TAG.to_string()];
+        for t in d.tags.unwrap_or_default() {
+            validate_tag(&t).map_err(|m| self.bad("droplet_options.tags", m))?;
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        Ok(DropletSpec {
+            hostname_prefix: d.hostname_prefix,
+            region: d.region,
+            size: d.size,
+            image: d.image,
+            tags,
+            vpc_uuid: d.vpc_uuid,
+            ipv6: d.ipv6.unwrap_or(false),
+            monitoring: d.monitoring.unwrap_or(false),
+            ssh_keys: ssh_key_ids.unwrap_or_default(),
+        })
+    }
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            min_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(30),
-            budget: Duration::from_secs(120),
+    fn template_values(&self, h: RawHaproxy) -> Result<TemplateValues> {
+        let or = |v: Option<Option<String>>, d: &str| match v {
+            None => Some(d.to_string()),
+            Some(x) => x.filter(|s| !s.is_empty()),
+        };
+        let values = TemplateValues {
+            chroot: or(h.chroot, "/var/lib/haproxy"),
+            user: or(h.user, "haproxy"),
+            group: or(h.group, "haproxy"),
+            log: or(h.log, "/dev/log local0"),
+            stats_socket: or(h.stats_socket, "/run/haproxy/admin.sock"),
+            stats_user: h.stats_user,
+            stats_password: h.stats_password,
+            errorfiles_dir: h.errorfiles_dir,
+            maxconn: h.maxconn.unwrap_or(2048),
+            noreuseport: h.noreuseport.unwrap_or(false),
+            check_inter: h.check_inter.unwrap_or_else(|| "2s".into()),
+        };
+        for (field, v) in [
+            ("haproxy.chroot", &values.chroot),
+            ("haproxy.user", &values.user),
+            ("haproxy.group", &values.group),
+            ("haproxy.stats_socket", &values.stats_socket),
+            ("haproxy.stats_user", &values.stats_user),
+            ("haproxy.stats_password", &values.stats_password),
+            ("haproxy.errorfiles_dir", &values.errorfiles_dir),
+        ] {
+            if let Some(v) = v {
+                validate_cfg_word(v).map_err(|m| self.bad(field, m))?;
+            }
+        }
+        if let Some(l) = &values.log {
+            if l.contains(['\n', '\r', '#']) {
+                return Err(self.bad("haproxy.log", "must be one line without '#'".into()));
+            }
+        }
+        if let Some(s) = &values.stats_socket {
+            if !s.starts_with('/') {
+                return Err(self.bad(
+                    "haproxy.stats_socket",
+                    format!("{s:?} must be an absolute path"),
+                ));
+            }
+        }
+        if values.stats_user.is_some() != values.stats_password.is_some() {
+            return Err(self.bad(
+                "haproxy.stats_user",
+                "stats_user and stats_password must be set together".into(),
+            ));
+        }
+        duration::parse(&values.check_inter).map_err(|m| self.bad("haproxy.check_inter", m))?;
+        Ok(values)
+    }
+
+    fn inventory(
+        &self,
+        inventory: Option<RawInventory>,
+        inventory_file: Option<PathBuf>,
+    ) -> Result<InventoryBackend> {
+        let etcd = match inventory {
+            None => None,
+            Some(i) => match i.backend.as_deref().unwrap_or("file") {
+                "file" => {
+                    if i.endpoints.is_some()
+                        || i.prefix.is_some()
+                        || i.username.is_some()
+                        || i.password.is_some()
+                    {
+                        return Err(self.bad(
+                            "inventory",
+                            "endpoints, prefix, username and password need `backend: etcd`".into(),
+                        ));
+                    }
+                    None
+                }
+                "etcd" => Some(self.etcd(i)?),
+                other => {
+                    return Err(self.bad(
+                        "inventory.backend",
+                        format!("{other:?} is not `file` or `etcd`"),
+                    ))
+                }
+            },
+        };
+        match (etcd, &inventory_file) {
+            (Some(etcd), _) => Ok(InventoryBackend::Etcd(etcd)),
+            (None, Some(f)) => Ok(InventoryBackend::File(self.path(f))),
+            (None, None) => Err(self.bad(
+                "inventory_file",
+                "missing (or configure `inventory: {backend: etcd, ...}`)".into(),
+            )),
         }
     }
-}
 
-/// Values for the HAProxy template's global section and stats.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct HaproxySettings {
-    /// `chroot` directive (none to leave it out).
-    pub chroot: Option<String>,
-    /// `user` directive.
-    pub user: Option<String>,
-    /// `group` directive.
-    pub group: Option<String>,
-    /// `log` target, e.g. `/dev/log local0` (none: no logging).
-    pub log: Option<String>,
-    /// Absolute path of the admin stats socket (none: no socket, no drain).
-    pub stats_socket: Option<String>,
-    /// Stats page user; the stats page is rendered only with both user and password.
-    pub stats_user: Option<String>,
-    /// Stats page password.
-    pub stats_password: Option<String>,
-    /// Folder with `400.http` … `504.http` error pages.
-    pub errorfiles_dir: Option<String>,
-    /// Global `maxconn`.
-    pub maxconn: u32,
-    /// Render `noreuseport` in global (a second HAProxy on the same port then fails loudly).
-    pub noreuseport: bool,
-    /// Health-check interval.
-    pub check_inter: String,
+    fn etcd(&self, i: RawInventory) -> Result<EtcdSettings> {
+        let endpoints = i.endpoints.unwrap_or_default();
+        if endpoints.is_empty() {
+            return Err(self.bad(
+                "inventory.endpoints",
+                "at least one etcd URL is needed".into(),
+            ));
+        }
+        for e in &endpoints {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(self.bad(
+                    "inventory.endpoints",
+                    format!("{e:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        let prefix = i.prefix.unwrap_or_else(|| "/doproxy/".into());
+        if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(self.bad(
+                "inventory.prefix",
+                format!("{prefix:?} is not a usable key prefix"),
+            ));
+        }
+        if i.cert_file.is_some() != i.key_file.is_some() {
+            return Err(self.bad(
+                "inventory.cert_file",
+                "cert_file and key_file must be set together".into(),
+            ));
+        }
+        if i.username.is_some() != i.password.is_some() {
+            return Err(self.bad(
+                "inventory.username",
+                "username and password must be set together".into(),
+            ));
+        }
+        let lock_ttl = self.dur("inventory.lock_ttl", i.lock_ttl, Duration::from_secs(10))?;
+        if lock_ttl < Duration::from_secs(2) {
+            return Err(self.bad("inventory.lock_ttl", "must be at least 2s".into()));
+        }
+        Ok(EtcdSettings {
+            endpoints: endpoints
+                .into_iter()
+                .map(|e| e.trim_end_matches('/').to_string())
+                .collect(),
+            prefix,
+            username: i.username,
+            password: i.password.map(Secret::new),
+            lock_ttl,
+            timeout: self.dur("inventory.timeout", i.timeout, Duration::from_secs(5))?,
+            ca_file: i.ca_file.as_deref().map(|p| self.path(p)),
+            cert_file: i.cert_file.as_deref().map(|p| self.path(p)),
+            key_file: i.key_file.as_deref().map(|p| self.path(p)),
+        })
+    }
 }
 
 impl Config {
@@ -371,12 +459,12 @@ impl Config {
             if let Ok(meta) = std::fs::metadata(path) {
                 let mode = meta.permissions().mode();
                 if mode & 0o077 != 0 {
-                    eprintln!(
-                        "doproxy: warning: {} holds the API token and is readable by group or others (mode {:o}); run: chmod 600 {}",
+                    crate::output::warn(&format!(
+                        "{} holds the API token and is readable by group or others (mode {:o}); run: chmod 600 {}",
                         path.display(),
                         mode & 0o777,
                         path.display()
-                    );
+                    ));
                 }
             }
         }
@@ -385,287 +473,98 @@ impl Config {
 
     /// Parses config text; `path` names the file in errors and anchors relative paths.
     pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
-        let shown = path.display();
-        let raw: RawConfig =
-            serde_yaml::from_str(text).map_err(|e| usage_error(format!("{shown}: {e}")))?;
-        let base = crate::fsutil::parent_dir(path);
-        let resolve = |p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
+        let r = Resolver {
+            shown: path.display().to_string(),
+            base: crate::fsutil::parent_dir(path),
+            env,
         };
-        let bad = |field: &str, msg: String| usage_error(format!("{shown}: {field}: {msg}"));
+        let raw: RawConfig =
+            serde_yaml::from_str(text).map_err(|e| usage_error(format!("{}: {e}", r.shown)))?;
 
-        let (token, token_in_file) = pick_token(&raw.token, env).map_err(|m| bad("token", m))?;
-
-        let d = raw.droplet_options;
-        validate_prefix(&d.hostname_prefix)
-            .map_err(|m| bad("droplet_options.hostname_prefix", m))?;
-        if d.size.trim().is_empty() {
-            return Err(bad("droplet_options.size", "must not be empty".into()));
-        }
-        let mut tags = vec![DEFAULT_TAG.to_string()];
-        for t in d.tags.unwrap_or_default() {
-            validate_tag(&t).map_err(|m| bad("droplet_options.tags", m))?;
-            if !tags.contains(&t) {
-                tags.push(t);
-            }
-        }
-        let api_url = env("DIGITALOCEAN_API_URL")
-            .filter(|s| !s.is_empty())
-            .or(raw.api_url)
-            .unwrap_or_else(|| DEFAULT_API_URL.to_string());
-        let api_url = validate_url(&api_url, true).map_err(|m| bad("api_url", m))?;
-        let metadata_url = env("DOPROXY_METADATA_URL")
-            .filter(|s| !s.is_empty())
+        let (api, token_in_file) = r.api(raw.token, raw.api_url, raw.api_timeout, raw.retry)?;
+        let droplet = r.droplet(raw.droplet_options, raw.ssh_key_ids)?;
+        let metadata_url = r
+            .var("DOPROXY_METADATA_URL")
             .or(raw.metadata_url)
             .unwrap_or_else(|| DEFAULT_METADATA_URL.to_string());
         let metadata_url =
-            validate_url(&metadata_url, false).map_err(|m| bad("metadata_url", m))?;
-
-        let dur = |field: &str, v: Option<RawDuration>, default: Duration| -> Result<Duration> {
-            match v {
-                None => Ok(default),
-                Some(RawDuration::Secs(s)) => duration::from_secs(s)
-                    .ok_or_else(|| bad(field, format!("invalid duration {s}"))),
-                Some(RawDuration::Text(t)) => duration::parse(&t).map_err(|m| bad(field, m)),
-            }
-        };
-        let retry = match raw.retry {
-            None => RetryPolicy::default(),
-            Some(r) => {
-                let d = RetryPolicy::default();
-                RetryPolicy {
-                    max_attempts: r.max_attempts.unwrap_or(d.max_attempts).max(1),
-                    min_delay: dur("retry.min_delay", r.min_delay, d.min_delay)?,
-                    max_delay: dur("retry.max_delay", r.max_delay, d.max_delay)?,
-                    budget: dur("retry.budget", r.budget, d.budget)?,
-                }
-            }
-        };
-
-        let h = raw.haproxy.unwrap_or_default();
-        let or = |v: Option<Option<String>>, d: &str| match v {
-            None => Some(d.to_string()),
-            Some(x) => x.filter(|s| !s.is_empty()),
-        };
-        let haproxy = HaproxySettings {
-            chroot: or(h.chroot, "/var/lib/haproxy"),
-            user: or(h.user, "haproxy"),
-            group: or(h.group, "haproxy"),
-            log: or(h.log, "/dev/log local0"),
-            stats_socket: or(h.stats_socket, "/run/haproxy/admin.sock"),
-            stats_user: h.stats_user,
-            stats_password: h.stats_password,
-            errorfiles_dir: h.errorfiles_dir,
-            maxconn: h.maxconn.unwrap_or(2048),
-            noreuseport: h.noreuseport.unwrap_or(false),
-            check_inter: h.check_inter.unwrap_or_else(|| "2s".into()),
-        };
-        for (field, v) in [
-            ("haproxy.chroot", &haproxy.chroot),
-            ("haproxy.user", &haproxy.user),
-            ("haproxy.group", &haproxy.group),
-            ("haproxy.stats_socket", &haproxy.stats_socket),
-            ("haproxy.stats_user", &haproxy.stats_user),
-            ("haproxy.stats_password", &haproxy.stats_password),
-            ("haproxy.errorfiles_dir", &haproxy.errorfiles_dir),
-        ] {
-            if let Some(v) = v {
-                validate_cfg_word(v).map_err(|m| bad(field, m))?;
-            }
-        }
-        if let Some(l) = &haproxy.log {
-            if l.contains(['\n', '\r', '#']) {
-                return Err(bad("haproxy.log", "must be one line without '#'".into()));
-            }
-        }
-        if let Some(s) = &haproxy.stats_socket {
-            if !s.starts_with('/') {
-                return Err(bad(
-                    "haproxy.stats_socket",
-                    format!("{s:?} must be an absolute path"),
-                ));
-            }
-        }
-        if haproxy.stats_user.is_some() != haproxy.stats_password.is_some() {
-            return Err(bad(
-                "haproxy.stats_user",
-                "stats_user and stats_password must be set together".into(),
-            ));
-        }
-        crate::duration::parse(&haproxy.check_inter).map_err(|m| bad("haproxy.check_inter", m))?;
+            validate_url(&metadata_url, false).map_err(|m| r.bad("metadata_url", m))?;
+        let values = r.template_values(raw.haproxy.unwrap_or_default())?;
 
         if let Some(b) = &raw.frontend_bind {
-            validate_bind(b).map_err(|m| bad("frontend_bind", m))?;
+            validate_bind(b).map_err(|m| r.bad("frontend_bind", m))?;
         }
         let backend_port = raw.backend_port.unwrap_or(80);
         if backend_port == 0 {
-            return Err(bad("backend_port", "must be 1-65535".into()));
+            return Err(r.bad("backend_port", "must be 1-65535".into()));
         }
-
         let readiness_path = raw.readiness_path.unwrap_or_else(|| "/".into());
         if !readiness_path.starts_with('/')
             || readiness_path
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control())
         {
-            return Err(bad(
+            return Err(r.bad(
                 "readiness_path",
                 format!("{readiness_path:?} must be a path starting with '/'"),
             ));
         }
-        let inventory = match raw.inventory {
-            None => None,
-            Some(i) => match i.backend.as_deref().unwrap_or("file") {
-                "file" => {
-                    if i.endpoints.is_some()
-                        || i.prefix.is_some()
-                        || i.username.is_some()
-                        || i.password.is_some()
-                    {
-                        return Err(bad(
-                            "inventory",
-                            "endpoints, prefix, username and password need `backend: etcd`".into(),
-                        ));
-                    }
-                    None
-                }
-                "etcd" => {
-                    let endpoints = i.endpoints.unwrap_or_default();
-                    if endpoints.is_empty() {
-                        return Err(bad(
-                            "inventory.endpoints",
-                            "at least one etcd URL is needed".into(),
-                        ));
-                    }
-                    for e in &endpoints {
-                        if !(e.starts_with("http://") || e.starts_with("https://")) {
-                            return Err(bad(
-                                "inventory.endpoints",
-                                format!("{e:?} is not an http(s) URL"),
-                            ));
-                        }
-                    }
-                    let prefix = i.prefix.unwrap_or_else(|| "/doproxy/".into());
-                    if prefix.is_empty()
-                        || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
-                    {
-                        return Err(bad(
-                            "inventory.prefix",
-                            format!("{prefix:?} is not a usable key prefix"),
-                        ));
-                    }
-                    if i.cert_file.is_some() != i.key_file.is_some() {
-                        return Err(bad(
-                            "inventory.cert_file",
-                            "cert_file and key_file must be set together".into(),
-                        ));
-                    }
-                    if i.username.is_some() != i.password.is_some() {
-                        return Err(bad(
-                            "inventory.username",
-                            "username and password must be set together".into(),
-                        ));
-                    }
-                    let lock_ttl = dur("inventory.lock_ttl", i.lock_ttl, Duration::from_secs(10))?;
-                    if lock_ttl < Duration::from_secs(2) {
-                        return Err(bad("inventory.lock_ttl", "must be at least 2s".into()));
-                    }
-                    Some(InventoryBackend::Etcd(EtcdSettings {
-                        endpoints: endpoints
-                            .into_iter()
-                            .map(|e| e.trim_end_matches('/').to_string())
-                            .collect(),
-                        prefix,
-                        username: i.username,
-                        password: i.password.map(Token::new),
-                        lock_ttl,
-                        timeout: dur("inventory.timeout", i.timeout, Duration::from_secs(5))?,
-                        ca_file: i.ca_file.as_deref().map(resolve),
-                        cert_file: i.cert_file.as_deref().map(resolve),
-                        key_file: i.key_file.as_deref().map(resolve),
-                    }))
-                }
-                other => {
-                    return Err(bad(
-                        "inventory.backend",
-                        format!("{other:?} is not `file` or `etcd`"),
-                    ))
-                }
-            },
-        };
-        let inventory = match (inventory, &raw.inventory_file) {
-            (Some(etcd), _) => etcd,
-            (None, Some(f)) => InventoryBackend::File(resolve(f)),
-            (None, None) => {
-                return Err(bad(
-                    "inventory_file",
-                    "missing (or configure `inventory: {backend: etcd, ...}`)".into(),
-                ))
-            }
-        };
+        let inventory = r.inventory(raw.inventory, raw.inventory_file)?;
         let cfg_name = raw
             .haproxy_cfg_file
             .file_name()
-            .ok_or_else(|| bad("haproxy_cfg_file", "must name a file".into()))?
+            .ok_or_else(|| r.bad("haproxy_cfg_file", "must name a file".into()))?
             .to_owned();
-        Ok(Config {
-            path: path.to_path_buf(),
-            token,
-            ssh_keys: raw.ssh_key_ids.unwrap_or_default(),
-            userdata_file: raw.userdata_file.as_deref().map(resolve),
-            rendered_cfg: resolve(&raw.haproxy_cfg_file),
-            installed_cfg: resolve(&raw.haproxy_cfg_path).join(cfg_name),
-            template_file: raw.haproxy_template_file.as_deref().map(resolve),
-            inventory,
-            droplet: DropletOptions {
-                hostname_prefix: d.hostname_prefix,
-                region: d.region,
-                size: d.size,
-                image: d.image,
-                tags,
-                vpc_uuid: d.vpc_uuid,
-                ipv6: d.ipv6.unwrap_or(false),
-                monitoring: d.monitoring.unwrap_or(false),
-            },
-            api_url,
-            metadata_url,
-            reload_command: raw
-                .reload_command
-                .unwrap_or_else(|| "systemctl reload haproxy".into()),
+        let lock_timeout = r.dur("lock_timeout", raw.lock_timeout, Duration::from_secs(300))?;
+        let haproxy = haproxy::Settings {
+            template_file: raw.haproxy_template_file.as_deref().map(|p| r.path(p)),
+            rendered_cfg: r.path(&raw.haproxy_cfg_file),
+            installed_cfg: r.path(&raw.haproxy_cfg_path).join(cfg_name),
             check_command: raw
                 .check_command
                 .unwrap_or_else(|| "haproxy -c -f {config}".into()),
+            reload_command: raw
+                .reload_command
+                .unwrap_or_else(|| "systemctl reload haproxy".into()),
+            workdir: r.base.clone(),
             backend_port,
             frontend_bind: raw.frontend_bind,
-            wait_timeout: dur("wait_timeout", raw.wait_timeout, Duration::from_secs(600))?,
-            poll_interval: dur("poll_interval", raw.poll_interval, Duration::from_secs(5))?,
-            not_found_grace: dur(
-                "not_found_grace",
-                raw.not_found_grace,
-                Duration::from_secs(120),
-            )?,
-            api_timeout: dur("api_timeout", raw.api_timeout, Duration::from_secs(60))?,
-            lock_timeout: dur("lock_timeout", raw.lock_timeout, Duration::from_secs(300))?,
-            drain_timeout: dur("drain_timeout", raw.drain_timeout, Duration::from_secs(30))?,
-            reload_verify_timeout: dur(
+            lock_timeout,
+            drain_timeout: r.dur("drain_timeout", raw.drain_timeout, Duration::from_secs(30))?,
+            reload_verify_timeout: r.dur(
                 "reload_verify_timeout",
                 raw.reload_verify_timeout,
                 Duration::from_secs(10),
             )?,
+            values,
+        };
+        let create = CreateSettings {
+            wait_timeout: r.dur("wait_timeout", raw.wait_timeout, Duration::from_secs(600))?,
+            poll_interval: r.dur("poll_interval", raw.poll_interval, Duration::from_secs(5))?,
+            not_found_grace: r.dur(
+                "not_found_grace",
+                raw.not_found_grace,
+                Duration::from_secs(120),
+            )?,
             readiness_check: raw.readiness_check.unwrap_or(false),
             readiness_path,
-            watch_debounce: dur(
+        };
+        Ok(Config {
+            path: path.to_path_buf(),
+            token_in_file,
+            api,
+            metadata_url,
+            droplet,
+            userdata_file: raw.userdata_file.as_deref().map(|p| r.path(p)),
+            haproxy,
+            inventory,
+            lock_timeout,
+            create,
+            watch_debounce: r.dur(
                 "watch_debounce",
                 raw.watch_debounce,
                 Duration::from_millis(500),
             )?,
-            retry,
-            token_in_file,
-            haproxy,
         })
     }
 
@@ -692,7 +591,7 @@ impl Config {
 fn pick_token(
     config: &Option<String>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Token, bool), String> {
+) -> Result<(Secret, bool), String> {
     // doctl's and Terraform's variables win over the file, so a token need not sit in it.
     let (value, source) =
         if let Some(v) = env("DIGITALOCEAN_ACCESS_TOKEN").filter(|v| !v.is_empty()) {
@@ -716,7 +615,7 @@ fn pick_token(
     if !value.chars().all(|c| c.is_ascii_graphic()) {
         return Err(format!("{source} contains characters a token cannot have"));
     }
-    Ok((Token::new(value), source == "value"))
+    Ok((Secret::new(value), source == "value"))
 }
 
 /// Hostname prefixes must leave room for `-<suffix>` inside one 63-character DNS label.
@@ -832,12 +731,15 @@ mod tests {
         assert!(
             matches!(&c.inventory, InventoryBackend::File(p) if p == Path::new("/opt/dp/inventory"))
         );
-        assert_eq!(c.installed_cfg, Path::new("/etc/haproxy/haproxy.cfg"));
-        assert_eq!(c.rendered_cfg, Path::new("/opt/dp/haproxy.cfg"));
-        assert_eq!(c.api_url, DEFAULT_API_URL);
+        assert_eq!(
+            c.haproxy.installed_cfg,
+            Path::new("/etc/haproxy/haproxy.cfg")
+        );
+        assert_eq!(c.haproxy.rendered_cfg, Path::new("/opt/dp/haproxy.cfg"));
+        assert_eq!(c.api.api_url, DEFAULT_API_URL);
         assert_eq!(c.droplet.tags, vec!["doproxy".to_string()]);
-        assert_eq!(c.ssh_keys, vec![IntOrString::Int(163420)]);
-        assert_eq!(c.backend_port, 80);
+        assert_eq!(c.droplet.ssh_keys, vec![IntOrString::Int(163420)]);
+        assert_eq!(c.haproxy.backend_port, 80);
     }
 
     #[test]
@@ -848,8 +750,8 @@ mod tests {
             _ => None,
         };
         let c = Config::parse(Path::new("d.yml"), ORIGINAL, &env).unwrap();
-        assert_eq!(c.token.expose(), "envtok");
-        assert_eq!(c.api_url, "http://127.0.0.1:9");
+        assert_eq!(c.api.token.expose(), "envtok");
+        assert_eq!(c.api.api_url, "http://127.0.0.1:9");
     }
 
     #[test]
@@ -928,17 +830,14 @@ mod tests {
     fn example_config_loads() {
         let text = include_str!("../doproxy.yml.example");
         let c = Config::parse(Path::new("/etc/doproxy/doproxy.yml"), text, &no_env).unwrap();
-        assert_eq!(c.installed_cfg, Path::new("/etc/haproxy/haproxy.cfg"));
-        assert_eq!(c.wait_timeout, Duration::from_secs(600));
         assert_eq!(
-            c.haproxy.stats_socket.as_deref(),
+            c.haproxy.installed_cfg,
+            Path::new("/etc/haproxy/haproxy.cfg")
+        );
+        assert_eq!(c.create.wait_timeout, Duration::from_secs(600));
+        assert_eq!(
+            c.haproxy.values.stats_socket.as_deref(),
             Some("/run/haproxy/admin.sock")
         );
-    }
-
-    #[test]
-    fn token_debug_is_redacted() {
-        let t = Token::new("secret-value".into());
-        assert!(!format!("{t:?}").contains("secret"));
     }
 }

@@ -1,12 +1,9 @@
 //! The inventory: one decimal droplet ID a line, in creation order (the Ruby DOProxy's
-//! format). `print` numbers entries from 0 and `delete N` takes that number. Also the lock
-//! that serializes every change to the inventory and the HAProxy config across processes.
+//! format). `print` numbers entries from 0 and `delete N` takes that number.
 
 use crate::fsutil;
 use anyhow::{bail, Context, Result};
-use std::fs::{File, OpenOptions, TryLockError};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 /// The parsed inventory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -81,53 +78,6 @@ impl Inventory {
     }
 }
 
-/// An exclusive lock over the inventory and the HAProxy config, held until dropped.
-#[derive(Debug)]
-pub struct Lock {
-    _file: File,
-    path: PathBuf,
-}
-
-impl Lock {
-    /// Takes the lock beside `inventory` (`<inventory>.lock`), waiting up to `timeout` for
-    /// another doproxy process to release it. The OS releases it if the holder dies.
-    pub fn acquire(inventory: &Path, timeout: Duration) -> Result<Lock> {
-        let mut name = inventory.file_name().unwrap_or_default().to_os_string();
-        name.push(".lock");
-        let path = fsutil::parent_dir(inventory).join(name);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        let started = Instant::now();
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(Lock { _file: file, path }),
-                Err(TryLockError::WouldBlock) => {
-                    if started.elapsed() >= timeout {
-                        bail!(
-                            "another doproxy is still holding {} after {:.0?}; try again later",
-                            path.display(),
-                            timeout
-                        );
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(TryLockError::Error(e)) => {
-                    return Err(e).with_context(|| format!("cannot lock {}", path.display()))
-                }
-            }
-        }
-    }
-
-    /// The lock file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,16 +112,5 @@ mod tests {
         for bad in ["-1", "0", "+5", "1.5", "1 2", "99999999999999999999999"] {
             assert!(Inventory::parse("inv", bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn lock_excludes_a_second_holder() {
-        let dir = tempfile::tempdir().unwrap();
-        let inv = dir.path().join("inventory");
-        let held = Lock::acquire(&inv, Duration::from_secs(1)).unwrap();
-        let e = Lock::acquire(&inv, Duration::from_millis(50)).unwrap_err();
-        assert!(e.to_string().contains("another doproxy"), "{e}");
-        drop(held);
-        Lock::acquire(&inv, Duration::from_millis(50)).unwrap();
     }
 }

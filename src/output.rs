@@ -1,11 +1,15 @@
-//! How doproxy talks: results on stdout (the original's text lines, or JSON objects for
-//! scripts), warnings and progress on stderr (a live status line on a terminal, timestamped
-//! lines otherwise, nothing with `--quiet`), API request logs with `--verbose`.
+//! How doproxy talks, and the only place that writes to stdout and stderr: results on
+//! stdout (the original's text lines, or JSON objects for scripts), warnings and progress on
+//! stderr (a live status line on a terminal, timestamped lines otherwise, nothing with
+//! `--quiet`), logs with `--verbose`. Lower modules log through the `log` facade; the
+//! logger installed by [`init`] writes those records here.
+#![allow(clippy::disallowed_macros)]
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
-use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 /// Result format (`-o/--output`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -43,8 +47,9 @@ pub struct Settings {
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 
-/// Sets the process's output settings (once, from the CLI). `DOPROXY_PROGRESS=live|plain|off`
-/// forces the progress display, e.g. to test the terminal display without a terminal.
+/// Sets the process's output settings (once, from the CLI) and installs the logger.
+/// `DOPROXY_PROGRESS=live|plain|off` forces the progress display, e.g. to test the terminal
+/// display without a terminal.
 pub fn init(format: Format, quiet: bool, verbose: bool) {
     let forced = std::env::var("DOPROXY_PROGRESS").ok();
     let progress = if quiet {
@@ -64,6 +69,13 @@ pub fn init(format: Format, quiet: bool, verbose: bool) {
         verbose,
         progress,
     });
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(if verbose {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Info
+        });
+    }
 }
 
 /// The current settings (defaults before `init`).
@@ -86,8 +98,14 @@ pub fn say(line: &str) {
     if is_json() {
         return;
     }
+    write_stdout(&format!("{line}\n"));
+}
+
+/// Writes raw bytes to stdout whatever the format (the usage text, a completion script);
+/// a closed pipe (`doproxy | head -1`) is not an error.
+pub fn write_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
 }
 
@@ -96,11 +114,9 @@ pub fn json<T: Serialize>(value: &T) {
     if !is_json() {
         return;
     }
-    let mut out = std::io::stdout().lock();
     if let Ok(text) = serde_json::to_string_pretty(value) {
-        let _ = writeln!(out, "{text}");
+        write_stdout(&format!("{text}\n"));
     }
-    let _ = out.flush();
 }
 
 /// Prints a JSON result as one line (JSON Lines) on stdout in JSON mode, for long-running
@@ -109,78 +125,173 @@ pub fn json_line<T: Serialize>(value: &T) {
     if !is_json() {
         return;
     }
-    let mut out = std::io::stdout().lock();
     if let Ok(text) = serde_json::to_string(value) {
-        let _ = writeln!(out, "{text}");
+        write_stdout(&format!("{text}\n"));
     }
-    let _ = out.flush();
+}
+
+/// Writes one line on stderr, around the live progress line when one is drawn.
+fn stderr_line(line: &str) {
+    let live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    match live.as_ref() {
+        Some(bar) => bar.suspend(|| eprintln!("{line}")),
+        None => eprintln!("{line}"),
+    }
+}
+
+/// The error line of a failed command (`doproxy: error: ...`), never silenced.
+pub fn error(message: &str) {
+    progress_done();
+    eprintln!("doproxy: error: {message}");
 }
 
 /// A warning on stderr (silenced by `--quiet`).
 pub fn warn(line: &str) {
     if !settings().quiet {
-        clear_live();
-        eprintln!("doproxy: warning: {line}");
+        stderr_line(&format!("doproxy: warning: {line}"));
     }
 }
 
 /// Progress talk on stderr (silenced by `--quiet`).
 pub fn note(line: &str) {
     if !settings().quiet {
-        clear_live();
-        eprintln!("doproxy: {line}");
+        stderr_line(&format!("doproxy: {line}"));
     }
 }
 
 /// A `--verbose` log line on stderr.
 pub fn debug(line: &str) {
     if settings().verbose {
-        clear_live();
-        eprintln!("doproxy: [{}] {line}", timestamp(SystemTime::now()));
+        stderr_line(&format!(
+            "doproxy: [{}] {line}",
+            timestamp(SystemTime::now())
+        ));
     }
 }
 
-static LIVE_DRAWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The `log` facade's backend: doproxy's own records, in doproxy's line formats.
+struct Logger;
 
-fn clear_live() {
-    if LIVE_DRAWN.swap(false, std::sync::atomic::Ordering::Relaxed) {
-        eprint!("\r\x1b[2K");
+static LOGGER: Logger = Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        // Only doproxy's records: libraries' own logs (reqwest, hyper) are not for operators.
+        metadata.target().starts_with("doproxy")
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let text = record.args().to_string();
+        match record.level() {
+            log::Level::Error | log::Level::Warn => warn(&text),
+            log::Level::Info => note(&text),
+            log::Level::Debug | log::Level::Trace => debug(&text),
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// The live progress line, while one is drawn.
+static LIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// stderr as indicatif's terminal: used whenever the live display is on, including when it
+/// is forced with `DOPROXY_PROGRESS=live` and stderr is not a terminal.
+#[derive(Debug)]
+struct Stderr;
+
+impl Stderr {
+    fn write(&self, s: &str) -> std::io::Result<()> {
+        let mut err = std::io::stderr().lock();
+        err.write_all(s.as_bytes())
     }
 }
 
-const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+impl TermLike for Stderr {
+    fn width(&self) -> u16 {
+        console::Term::stderr()
+            .size_checked()
+            .map_or(100, |(_, w)| w)
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.write(&format!("\x1b[{n}A"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.write(&format!("\x1b[{n}B"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.write(&format!("\x1b[{n}C"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.write(&format!("\x1b[{n}D"))?;
+        }
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.write(&format!("{s}\n"))
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.write(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.write("\r\x1b[2K")
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        std::io::stderr().lock().flush()
+    }
+}
+
+/// The spinner's frames (braille dots).
+const SPINNER: &str = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏";
 
 /// Shows the waiting state of pending droplets: `(id, status)` pairs and the elapsed time.
-/// Live mode redraws one line; plain mode prints a timestamped line when `changed`.
-pub fn progress(tick: usize, pending: &[(u64, String)], elapsed: Duration, changed: bool) {
-    let s = settings();
+/// Live mode redraws one status line; plain mode prints a timestamped line when `changed`.
+pub fn progress(pending: &[(u64, String)], elapsed: Duration, changed: bool) {
     let list: Vec<String> = pending
         .iter()
         .map(|(id, st)| format!("{id} {st}"))
         .collect();
-    match s.progress {
+    let text = format!(
+        "waiting for {} droplet(s): {} ({:.1}s)",
+        pending.len(),
+        list.join(", "),
+        elapsed.as_secs_f64()
+    );
+    match settings().progress {
         Progress::Off => {}
         Progress::Live => {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(
-                err,
-                "\r\x1b[2K{} waiting for {} droplet(s): {} ({:.1}s)",
-                SPINNER[tick % SPINNER.len()],
-                pending.len(),
-                list.join(", "),
-                elapsed.as_secs_f64()
-            );
-            let _ = err.flush();
-            LIVE_DRAWN.store(true, std::sync::atomic::Ordering::Relaxed);
+            let mut live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+            let bar = live.get_or_insert_with(|| {
+                let bar = ProgressBar::with_draw_target(
+                    None,
+                    ProgressDrawTarget::term_like(Box::new(Stderr)),
+                );
+                if let Ok(style) = ProgressStyle::with_template("{spinner} {wide_msg}") {
+                    bar.set_style(style.tick_chars(&format!("{SPINNER} ")));
+                }
+                bar
+            });
+            bar.set_message(text);
+            bar.tick();
         }
         Progress::Plain if changed => {
-            eprintln!(
-                "doproxy: [{}] waiting for {} droplet(s): {} ({:.1}s)",
-                timestamp(SystemTime::now()),
-                pending.len(),
-                list.join(", "),
-                elapsed.as_secs_f64()
-            );
+            stderr_line(&format!(
+                "doproxy: [{}] {text}",
+                timestamp(SystemTime::now())
+            ));
         }
         Progress::Plain => {}
     }
@@ -188,34 +299,21 @@ pub fn progress(tick: usize, pending: &[(u64, String)], elapsed: Duration, chang
 
 /// Ends a live progress line.
 pub fn progress_done() {
-    clear_live();
+    let mut live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(bar) = live.take() {
+        bar.finish_and_clear();
+    }
 }
 
 /// RFC 3339 UTC timestamp with seconds, e.g. `2026-11-27T21:55:01Z`.
 pub fn timestamp(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

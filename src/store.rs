@@ -5,7 +5,8 @@
 
 use crate::config::{Config, EtcdSettings, InventoryBackend};
 use crate::etcd;
-use crate::inventory::{Inventory, Lock};
+use crate::inventory::Inventory;
+use crate::lock::{self, FileLock};
 use anyhow::{anyhow, Context, Result};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,7 +41,7 @@ pub enum Store {
 #[derive(Debug)]
 pub enum Guard {
     /// An flock, released when dropped (or when the process dies).
-    File(Lock),
+    File(FileLock),
     /// An etcd lease lock; if never released, it lapses when its lease expires.
     Etcd(etcd::Lock),
 }
@@ -119,9 +120,9 @@ impl Store {
     /// Takes the lock: the file's flock, or the cluster-wide etcd lock.
     pub async fn lock(&self) -> Result<Guard> {
         match self {
-            Store::File { path, lock_timeout } => {
-                Ok(Guard::File(Lock::acquire(path, *lock_timeout)?))
-            }
+            Store::File { path, lock_timeout } => Ok(Guard::File(
+                FileLock::acquire(&lock::beside(path), *lock_timeout).await?,
+            )),
             Store::Etcd {
                 client,
                 settings,

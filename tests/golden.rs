@@ -23,9 +23,9 @@ fn golden(file: &str, yaml: &str, bind: &str, servers: &[Server]) {
     let cfg = Config::parse(Path::new("/opt/doproxy/doproxy.yml"), yaml, &|_| None).unwrap();
     let ctx = RenderContext {
         droplets: servers,
-        backend_port: cfg.backend_port,
+        backend_port: cfg.haproxy.backend_port,
         frontend_bind: bind,
-        haproxy: &cfg.haproxy,
+        haproxy: &cfg.haproxy.values,
     };
     let out = render(DEFAULT_TEMPLATE, "built-in", &ctx).unwrap();
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -3,8 +3,10 @@
 //! round, optionally wait until each answers HTTP, and add each group that becomes ready to
 //! HAProxy with one reload.
 
-use super::{note, say, sync_haproxy, warn, Ctx, DropletInfo, Fleet};
+use super::{note, say, warn, Ctx};
 use crate::digitalocean::{Created, Droplet, MAX_NAMES_PER_CREATE};
+use crate::fleet::{DropletInfo, Fleet};
+use crate::haproxy::Haproxy;
 use crate::output;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::hash_map::RandomState;
@@ -16,23 +18,24 @@ pub async fn run(ctx: &Ctx, count: u32, dry_run: bool) -> Result<()> {
     let cfg = &ctx.cfg;
     // Everything that can be checked without spending money is checked first.
     let user_data = cfg.user_data()?;
-    let prepared = super::prepare(ctx).await?;
-    super::render(ctx, &prepared, &[])
+    let haproxy = ctx.haproxy().await?;
+    haproxy
+        .render(&[])
         .context("the template must render before any droplet is created")?;
     ctx.store.load().await?;
 
     let names: Vec<String> = (0..count)
         .map(|_| unique_name(&cfg.droplet.hostname_prefix))
         .collect();
-    let mut fields = cfg.droplet.request_fields(&cfg.ssh_keys);
+    let mut fields = cfg.droplet.request_fields();
     if let Some(u) = &user_data {
         fields.insert("user_data".into(), u.clone().into());
     }
     if dry_run {
-        return preview(ctx, &prepared, &names, &fields, user_data.as_deref()).await;
+        return preview(ctx, &haproxy, &names, &fields, user_data.as_deref()).await;
     }
-    let tag = cfg.droplet.doproxy_tag();
-    let settle = cfg.poll_interval.min(Duration::from_secs(10)) * 2;
+    let tag = ctx.tag();
+    let settle = cfg.create.poll_interval.min(Duration::from_secs(10)) * 2;
 
     let mut pending: Vec<Pending> = Vec::new();
     let mut create_error = None;
@@ -79,7 +82,7 @@ pub async fn run(ctx: &Ctx, count: u32, dry_run: bool) -> Result<()> {
 /// `--dry-run`: what would be created; no API call that changes anything, no file written.
 async fn preview(
     ctx: &Ctx,
-    prepared: &super::Prepared,
+    haproxy: &Haproxy<'_>,
     names: &[String],
     fields: &serde_json::Map<String, serde_json::Value>,
     user_data: Option<&str>,
@@ -104,10 +107,10 @@ async fn preview(
     ));
     // The config as it stands must validate: new droplets are added to it.
     let inv = ctx.store.load().await?;
-    let fleet = Fleet::fetch(ctx, &inv).await?;
+    let fleet = ctx.fleet(&inv).await?;
     let servers = fleet.servers(&inv, None);
-    let rendered = super::render(ctx, prepared, &servers)?;
-    crate::haproxy::validate(&ctx.cfg, &rendered).await?;
+    let rendered = haproxy.render(&servers)?;
+    haproxy.validate(&rendered).await?;
     say("  the current config renders and passes the check command");
     let mut request = fields.clone();
     request.remove("user_data");
@@ -155,22 +158,20 @@ async fn wait_and_add(
     mut pending: Vec<Pending>,
     added: &mut Vec<DropletInfo>,
 ) -> Result<()> {
-    let cfg = &ctx.cfg;
-    let tag = cfg.droplet.doproxy_tag();
+    let cfg = &ctx.cfg.create;
+    let tag = ctx.tag();
     let started = Instant::now();
     let deadline = started + cfg.wait_timeout;
     // First look soon after the create, then back off to poll_interval.
     let mut interval = (cfg.poll_interval / 8).max(Duration::from_millis(10));
     let mut failures: Vec<String> = Vec::new();
-    let mut tick = 0usize;
     let mut shown: Vec<(u64, String)> = Vec::new();
     let mut told_to_wait: Option<Duration> = None;
     while !pending.is_empty() {
         let now = Instant::now();
         let state: Vec<(u64, String)> = pending.iter().map(|p| (p.id, p.status.clone())).collect();
-        output::progress(tick, &state, started.elapsed(), state != shown);
+        output::progress(&state, started.elapsed(), state != shown);
         shown = state;
-        tick += 1;
         if now >= deadline {
             let ids: Vec<String> = pending.iter().map(|p| p.id.to_string()).collect();
             failures.push(format!(
@@ -192,8 +193,7 @@ async fn wait_and_add(
             let until = Instant::now() + wait;
             while Instant::now() < until {
                 tokio::time::sleep((until - Instant::now()).min(Duration::from_millis(100))).await;
-                output::progress(tick, &shown, started.elapsed(), false);
-                tick += 1;
+                output::progress(&shown, started.elapsed(), false);
             }
         } else {
             tokio::time::sleep(wait).await;
@@ -268,7 +268,7 @@ async fn answers_http(ctx: &Ctx, d: &Droplet) -> bool {
     };
     let url = format!(
         "http://{ip}:{}{}",
-        ctx.cfg.backend_port, ctx.cfg.readiness_path
+        ctx.cfg.haproxy.backend_port, ctx.cfg.create.readiness_path
     );
     let Ok(client) = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
@@ -298,13 +298,13 @@ async fn gone(ctx: &Ctx, p: &Pending) -> Result<Option<String>> {
             return Ok(Some(format!("failed to create (action {action} errored)")));
         }
     }
-    if p.since.elapsed() < ctx.cfg.not_found_grace {
+    if p.since.elapsed() < ctx.cfg.create.not_found_grace {
         return Ok(None);
     }
     match ctx.client.get_droplet(p.id).await? {
         None => Ok(Some(format!(
             "disappeared (404 for longer than {:.0?})",
-            ctx.cfg.not_found_grace
+            ctx.cfg.create.not_found_grace
         ))),
         Some(_) => Ok(None),
     }
@@ -327,7 +327,7 @@ async fn forget(ctx: &Ctx, id: u64) -> Result<()> {
 async fn add_to_backend(ctx: &Ctx, ready: &[Pending], added: &mut Vec<DropletInfo>) -> Result<()> {
     ctx.locked(async || {
         let inv = ctx.store.load().await?;
-        let fleet = Fleet::fetch(ctx, &inv).await?;
+        let fleet = ctx.fleet(&inv).await?;
         add_locked(ctx, &inv, &fleet, ready, added).await
     })
     .await
@@ -342,7 +342,7 @@ async fn add_locked(
 ) -> Result<()> {
     let servers = fleet.servers(inv, None);
     let ids: Vec<String> = ready.iter().map(|p| p.id.to_string()).collect();
-    sync_haproxy(ctx, &servers, false).await.with_context(|| {
+    ctx.apply(&servers, false).await.with_context(|| {
         format!(
             "droplet(s) {} are active and in the inventory, but HAProxy was not updated",
             ids.join(", ")

@@ -3,9 +3,10 @@
 //! measured to drop no request (the original reloaded, then destroyed, and lost the line if
 //! the API call failed).
 
-use super::{note, say, sync_haproxy, Ctx, DropletInfo, Fleet};
-use crate::haproxy;
-use crate::usage_error;
+use super::{note, say, show_preview, Ctx};
+use crate::error::usage_error;
+use crate::fleet::DropletInfo;
+use crate::haproxy::server_name;
 use anyhow::{Context, Result};
 
 /// Which droplet to delete.
@@ -28,7 +29,7 @@ pub async fn run(ctx: &Ctx, which: Which, dry_run: bool) -> Result<()> {
 async fn delete_locked(ctx: &Ctx, which: Which, dry_run: bool) -> Result<()> {
     let mut inv = ctx.store.load().await?;
     let inv_path = ctx.store.describe();
-    let fleet = Fleet::fetch(ctx, &inv).await?;
+    let fleet = ctx.fleet(&inv).await?;
     let line = match &which {
         Which::Line(n) if *n < inv.ids.len() => *n,
         Which::Line(n) => {
@@ -70,24 +71,24 @@ async fn delete_locked(ctx: &Ctx, which: Which, dry_run: bool) -> Result<()> {
     let id = inv.ids[line];
     let info = DropletInfo::new(Some(line), id, fleet.by_id.get(&id));
     let servers = fleet.servers(&inv, Some(id));
+    let server = server_name(id);
     if dry_run {
         say(&format!(
-            "dry run: would drain www-{id}, reload without it, destroy droplet {id} ({}) and remove line {line} of the inventory",
+            "dry run: would drain {server}, reload without it, destroy droplet {id} ({}) and remove line {line} of the inventory",
             info.name.as_deref().unwrap_or("missing")
         ));
-        return super::reload::preview(ctx, &servers, "delete").await;
+        return show_preview(ctx, &servers, "delete").await;
     }
 
-    let drained = haproxy::drain(&ctx.cfg, id, ctx.cfg.drain_timeout)
-        .await
-        .unwrap_or(false);
+    let haproxy = ctx.haproxy().await?;
+    let drained = haproxy.drain(id).await.unwrap_or(false);
     if drained {
-        note(&format!("drained www-{id}"));
+        note(&format!("drained {server}"));
     }
-    if let Err(e) = sync_haproxy(ctx, &servers, false).await {
+    if let Err(e) = haproxy.apply(&servers, false).await {
         if drained {
             // HAProxy still runs the old config: give the server its traffic back.
-            haproxy::undrain(&ctx.cfg, id).await;
+            haproxy.undrain(id).await;
         }
         return Err(e.context(format!(
             "droplet {id} not deleted; it stays on line {line} of the inventory"

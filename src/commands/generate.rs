@@ -1,19 +1,19 @@
 //! `doproxy generate`: render haproxy_cfg_file from the inventory, without installing it.
 
-use super::{prepare, render, Ctx, Fleet};
+use super::Ctx;
 use crate::fsutil;
 use anyhow::{Context, Result};
 
 /// Runs `generate`.
 pub async fn run(ctx: &Ctx) -> Result<()> {
-    let p = prepare(ctx).await?;
-    let out = &ctx.cfg.rendered_cfg;
+    let haproxy = ctx.haproxy().await?;
+    let out = &ctx.cfg.haproxy.rendered_cfg;
     let servers = ctx
         .locked(async || {
             let inv = ctx.store.load().await?;
-            let fleet = Fleet::fetch(ctx, &inv).await?;
+            let fleet = ctx.fleet(&inv).await?;
             let servers = fleet.servers(&inv, None);
-            let rendered = render(ctx, &p, &servers)?;
+            let rendered = haproxy.render(&servers)?;
             fsutil::write_atomic(out, rendered.as_bytes())
                 .with_context(|| format!("cannot write {}", out.display()))?;
             Ok(servers)

@@ -1,5 +1,5 @@
-//! The five commands, and what they share: the context (config + API client), fetching the
-//! fleet in O(pages) requests, rendering, and installing the HAProxy config.
+//! The commands, and what they share: the context (config, API client, inventory store,
+//! the frontend's bind address), the lock, and showing a dry run's config diff.
 
 pub mod create;
 pub mod delete;
@@ -10,13 +10,14 @@ pub mod reload;
 pub mod watch;
 
 use crate::config::Config;
-use crate::digitalocean::{Client, Droplet, Event};
-use crate::haproxy::{self, Applied, RenderContext, Server};
+use crate::digitalocean::{Client, Event};
+use crate::fleet::Fleet;
+use crate::haproxy::{self, Haproxy, Server};
 use crate::inventory::Inventory;
 use crate::store::Store;
 use anyhow::Result;
-use serde::Serialize;
-use std::collections::HashMap;
+
+pub use crate::output::{note, say, warn};
 
 /// Everything a command needs.
 #[derive(Debug)]
@@ -33,9 +34,9 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Builds the API client for `cfg`.
+    /// Builds the API client and the store for `cfg`.
     pub fn new(cfg: Config) -> Result<Ctx> {
-        let mut client = Client::new(&cfg.api_url, &cfg.token, cfg.api_timeout, cfg.retry.clone())?;
+        let mut client = Client::new(&cfg.api)?;
         if crate::output::settings().verbose {
             client = client.with_observer(Box::new(log_api_event));
         }
@@ -59,24 +60,67 @@ impl Ctx {
         result
     }
 
-    /// The frontend's `ip:port`: configured, or the droplet's public IPv4 on port 80.
-    pub async fn frontend_bind(&self) -> Result<String> {
-        self.bind
+    /// The deployment's tag (the first of `droplet_options.tags`).
+    pub fn tag(&self) -> &str {
+        self.cfg.droplet.doproxy_tag()
+    }
+
+    /// The fleet behind `inv`: one tag listing plus a GET per untagged inventory droplet.
+    pub async fn fleet(&self, inv: &Inventory) -> Result<Fleet> {
+        Fleet::fetch(&self.client, self.tag(), inv).await
+    }
+
+    /// The HAProxy side, with the template loaded afresh (so a `reload --watch` sees an
+    /// edited template) before the frontend's bind address is looked up: a local mistake
+    /// is reported before any network lookup.
+    pub async fn haproxy(&self) -> Result<Haproxy<'_>> {
+        let template = haproxy::load_template(&self.cfg.haproxy)?;
+        let bind = self
+            .bind
             .get_or_try_init(|| async {
-                match &self.cfg.frontend_bind {
-                    Some(b) => Ok(b.clone()),
+                match &self.cfg.haproxy.frontend_bind {
+                    Some(b) => Ok::<_, anyhow::Error>(b.clone()),
                     None => Ok(format!(
                         "{}:80",
                         crate::metadata::public_ipv4(&self.cfg.metadata_url).await?
                     )),
                 }
             })
-            .await
-            .cloned()
+            .await?
+            .clone();
+        Ok(Haproxy::new(&self.cfg.haproxy, template, bind))
+    }
+
+    /// Renders, validates, installs and reloads for `servers` (only when changed, unless
+    /// `force`). The caller holds the lock.
+    pub async fn apply(&self, servers: &[Server], force: bool) -> Result<haproxy::Applied> {
+        self.haproxy().await?.apply(servers, force).await
     }
 }
 
-pub use crate::output::{note, say, warn};
+/// `--dry-run` of a config change: shows the diff against the installed config (already
+/// validated by [`Haproxy::preview`]) and its JSON object.
+pub async fn show_preview(ctx: &Ctx, servers: &[Server], action: &str) -> Result<()> {
+    let preview = ctx.haproxy().await?.preview(servers).await?;
+    let path = ctx.cfg.haproxy.installed_cfg.display().to_string();
+    if preview.diff.is_empty() {
+        say(&format!(
+            "dry run: {path} is up to date; nothing would be reloaded"
+        ));
+    } else {
+        say(&format!("dry run: {path} would change ({} backend(s)); the new config passes the check command:", servers.len()));
+        say(preview.diff.trim_end());
+    }
+    crate::output::json(&serde_json::json!({
+        "action": action,
+        "dry_run": true,
+        "config": ctx.cfg.haproxy.installed_cfg,
+        "changed": !preview.diff.is_empty(),
+        "diff": preview.diff,
+        "backends": servers,
+    }));
+    Ok(())
+}
 
 /// `--verbose`: one line per API request and per retry (never the token: it is a header).
 fn log_api_event(e: &Event) {
@@ -102,160 +146,4 @@ fn log_api_event(e: &Event) {
             "api {method} {path}: attempt {attempt} failed ({error}); retrying in {delay:.1?}"
         )),
     }
-}
-
-/// A droplet as the JSON output shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct DropletInfo {
-    /// Inventory line (as `print` numbers them); `null` for droplets not in the inventory.
-    pub line: Option<usize>,
-    /// Droplet ID.
-    pub id: u64,
-    /// Name; `null` when the droplet does not exist.
-    pub name: Option<String>,
-    /// API status, or `missing` when the droplet does not exist.
-    pub status: String,
-    /// Private IPv4 address, once known.
-    pub private_ip: Option<String>,
-    /// Public IPv4 address, once known.
-    pub public_ip: Option<String>,
-}
-
-impl DropletInfo {
-    /// Describes inventory entry `line` (`d` is `None` when the droplet does not exist).
-    pub fn new(line: Option<usize>, id: u64, d: Option<&Droplet>) -> DropletInfo {
-        DropletInfo {
-            line,
-            id,
-            name: d.map(|d| d.name.clone()),
-            status: d.map_or_else(|| "missing".to_string(), |d| d.status.clone()),
-            private_ip: d.and_then(Droplet::private_ipv4).map(|ip| ip.to_string()),
-            public_ip: d.and_then(Droplet::public_ipv4).map(|ip| ip.to_string()),
-        }
-    }
-}
-
-/// What the API says about the inventory's droplets.
-#[derive(Debug, Default)]
-pub struct Fleet {
-    /// Droplets found, by ID.
-    pub by_id: HashMap<u64, Droplet>,
-    /// Droplets carrying the doproxy tag that are not in the inventory.
-    pub orphans: Vec<Droplet>,
-}
-
-impl Fleet {
-    /// Lists the tagged droplets (ceil(N/200) requests) and looks up individually only the
-    /// inventory IDs the listing did not return (e.g. droplets made by the Ruby DOProxy,
-    /// which carry no tag).
-    pub async fn fetch(ctx: &Ctx, inv: &Inventory) -> Result<Fleet> {
-        let tagged = ctx
-            .client
-            .list_by_tag(ctx.cfg.droplet.doproxy_tag())
-            .await?;
-        Self::from_listed(ctx, inv, tagged).await
-    }
-
-    /// Like [`Fleet::fetch`], from a tag listing the caller already has.
-    pub async fn from_listed(ctx: &Ctx, inv: &Inventory, tagged: Vec<Droplet>) -> Result<Fleet> {
-        let mut by_id: HashMap<u64, Droplet> = HashMap::new();
-        let mut orphans = Vec::new();
-        for d in tagged {
-            if inv.ids.contains(&d.id) {
-                by_id.insert(d.id, d);
-            } else {
-                orphans.push(d);
-            }
-        }
-        for id in &inv.ids {
-            if !by_id.contains_key(id) {
-                if let Some(d) = ctx.client.get_droplet(*id).await? {
-                    by_id.insert(*id, d);
-                }
-            }
-        }
-        Ok(Fleet { by_id, orphans })
-    }
-
-    /// The servers for the config: ready droplets in inventory order, minus `exclude`.
-    /// Entries left out are reported on stderr (they stay in the inventory).
-    pub fn servers(&self, inv: &Inventory, exclude: Option<u64>) -> Vec<Server> {
-        let mut out = Vec::new();
-        for (n, id) in inv.ids.iter().enumerate() {
-            if Some(*id) == exclude {
-                continue;
-            }
-            match self.by_id.get(id) {
-                None => warn(&format!(
-                    "inventory line {n}: droplet {id} does not exist (deleted outside doproxy?); left out of the config"
-                )),
-                Some(d) if !d.is_ready() => warn(&format!(
-                    "inventory line {n}: droplet {id} ({}) is {}{}; left out of the config until it is ready",
-                    d.name,
-                    d.status,
-                    if d.status == "active" { " without a private IPv4 address yet" } else { "" }
-                )),
-                Some(d) => match Server::from_droplet(d) {
-                    Some(s) => out.push(s),
-                    None => warn(&format!("inventory line {n}: droplet {id} has no usable private address")),
-                },
-            }
-        }
-        out
-    }
-
-    /// Warns about tagged droplets missing from the inventory.
-    pub fn warn_orphans(&self, ctx: &Ctx) {
-        for d in &self.orphans {
-            warn(&format!(
-                "droplet {} ({}) carries the tag {:?} but is not in {}; add its ID to the inventory to manage it, or delete it",
-                d.id,
-                d.name,
-                ctx.cfg.droplet.doproxy_tag(),
-                ctx.store.describe()
-            ));
-        }
-    }
-}
-
-/// The template source and its name, plus the frontend's bind address. The template is
-/// loaded first: a local mistake is reported before any network lookup.
-pub async fn prepare(ctx: &Ctx) -> Result<Prepared> {
-    let (template, name) = haproxy::load_template(&ctx.cfg)?;
-    let bind = ctx.frontend_bind().await?;
-    Ok(Prepared {
-        template,
-        name,
-        bind,
-    })
-}
-
-/// What [`prepare`] returns.
-#[derive(Debug)]
-pub struct Prepared {
-    template: String,
-    name: String,
-    bind: String,
-}
-
-/// Renders the config for `servers`.
-pub fn render(ctx: &Ctx, p: &Prepared, servers: &[Server]) -> Result<String> {
-    haproxy::render(
-        &p.template,
-        &p.name,
-        &RenderContext {
-            droplets: servers,
-            backend_port: ctx.cfg.backend_port,
-            frontend_bind: &p.bind,
-            haproxy: &ctx.cfg.haproxy,
-        },
-    )
-}
-
-/// Renders, validates, installs and reloads (only when changed, unless `force`). The
-/// caller holds the lock.
-pub async fn sync_haproxy(ctx: &Ctx, servers: &[Server], force: bool) -> Result<Applied> {
-    let p = prepare(ctx).await?;
-    let rendered = render(ctx, &p, servers)?;
-    haproxy::apply(&ctx.cfg, &rendered, servers, force).await
 }

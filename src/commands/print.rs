@@ -1,12 +1,13 @@
 //! `doproxy print`: the inventory, numbered from 0, in the original's line format (or JSON).
 
-use super::{say, warn, Ctx, DropletInfo, Fleet};
+use super::{say, warn, Ctx};
+use crate::fleet::DropletInfo;
 use anyhow::Result;
 
 /// Runs `print`.
 pub async fn run(ctx: &Ctx) -> Result<()> {
     let inv = ctx.store.load().await?;
-    let fleet = Fleet::fetch(ctx, &inv).await?;
+    let fleet = ctx.fleet(&inv).await?;
     if inv.ids.is_empty() {
         say("The inventory file is empty. Use the create command.");
     }
@@ -33,7 +34,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
         }
         entries.push(info);
     }
-    fleet.warn_orphans(ctx);
+    fleet.warn_orphans(ctx.tag(), &ctx.store.describe());
     let orphans: Vec<DropletInfo> = fleet
         .orphans
         .iter()

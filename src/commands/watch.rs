@@ -3,7 +3,7 @@
 //! (debounced), re-polls while some droplet is not ready yet, survives API and etcd outages
 //! by retrying, and exits cleanly on SIGTERM or SIGINT.
 
-use super::{note, sync_haproxy, warn, Ctx, Fleet};
+use super::{note, warn, Ctx};
 use crate::haproxy::Applied;
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     let cfg = &ctx.cfg;
     // A store that cannot be read at start is a configuration problem: fail fast.
     let (_, revision) = ctx.store.load_for_watch().await?;
-    let mut changes = ctx.store.changes(revision, cfg.poll_interval);
+    let mut changes = ctx.store.changes(revision, cfg.create.poll_interval);
     note(&format!(
         "watching {} (debounce {:.1?})",
         ctx.store.describe(),
@@ -29,7 +29,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     let mut waiting_for_ready = sync(ctx).await;
     loop {
         let pause = if waiting_for_ready {
-            cfg.poll_interval
+            cfg.create.poll_interval
         } else {
             RESYNC
         };
@@ -42,7 +42,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
                         // History is gone: re-read everything and watch from now.
                         warn(&format!("{e:#}"));
                         match ctx.store.load_for_watch().await {
-                            Ok((_, rev)) => changes = ctx.store.changes(rev, cfg.poll_interval),
+                            Ok((_, rev)) => changes = ctx.store.changes(rev, cfg.create.poll_interval),
                             Err(e) => warn(&format!("{e:#}")),
                         }
                     } else {
@@ -73,13 +73,10 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
 async fn sync(ctx: &Ctx) -> bool {
     let pass = async {
         let inv = ctx.store.load().await?;
-        let fleet = Fleet::fetch(ctx, &inv).await?;
+        let fleet = ctx.fleet(&inv).await?;
         let servers = fleet.servers(&inv, None);
-        let applied = sync_haproxy(ctx, &servers, false).await?;
-        let pending = inv
-            .ids
-            .iter()
-            .any(|id| fleet.by_id.get(id).is_some_and(|d| !d.is_ready()));
+        let applied = ctx.apply(&servers, false).await?;
+        let pending = fleet.has_pending(&inv);
         Ok::<_, anyhow::Error>((applied, servers.len(), pending))
     };
     match pass.await {

@@ -1,7 +1,82 @@
-//! The parts of the API's Droplet, Action and list-page objects doproxy reads.
+//! The parts of the API's Droplet, Action and list-page objects doproxy reads, and what a
+//! new droplet looks like (the create request's fields).
 
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
+
+/// A number or a string (SSH key IDs or fingerprints, an image slug or ID).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum IntOrString {
+    /// A numeric ID.
+    Int(u64),
+    /// A slug or fingerprint.
+    Str(String),
+}
+
+impl IntOrString {
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            IntOrString::Int(n) => serde_json::Value::from(*n),
+            IntOrString::Str(s) => serde_json::Value::from(s.clone()),
+        }
+    }
+}
+
+/// What new droplets look like (`droplet_options` and `ssh_key_ids`).
+#[derive(Debug, Clone)]
+pub struct DropletSpec {
+    /// Hostnames are `<prefix>-<unique suffix>`.
+    pub hostname_prefix: String,
+    /// Region slug (the API picks one when absent).
+    pub region: Option<String>,
+    /// Size slug.
+    pub size: String,
+    /// Image slug or ID.
+    pub image: IntOrString,
+    /// Tags; the first is the deployment's tag, which marks droplets created by doproxy.
+    pub tags: Vec<String>,
+    /// VPC to place droplets in.
+    pub vpc_uuid: Option<String>,
+    /// Enable IPv6.
+    pub ipv6: bool,
+    /// Install the monitoring agent.
+    pub monitoring: bool,
+    /// SSH keys (IDs or fingerprints) put on new droplets.
+    pub ssh_keys: Vec<IntOrString>,
+}
+
+impl DropletSpec {
+    /// The tag that marks droplets created by doproxy (always the first tag).
+    pub fn doproxy_tag(&self) -> &str {
+        &self.tags[0]
+    }
+
+    /// The JSON fields of a create request other than the names and user data.
+    pub fn request_fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        if let Some(r) = &self.region {
+            m.insert("region".into(), r.clone().into());
+        }
+        m.insert("size".into(), self.size.clone().into());
+        m.insert("image".into(), self.image.to_json());
+        m.insert(
+            "ssh_keys".into(),
+            self.ssh_keys
+                .iter()
+                .map(IntOrString::to_json)
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        m.insert("tags".into(), self.tags.clone().into());
+        m.insert("ipv6".into(), self.ipv6.into());
+        m.insert("monitoring".into(), self.monitoring.into());
+        if let Some(v) = &self.vpc_uuid {
+            m.insert("vpc_uuid".into(), v.clone().into());
+        }
+        m
+    }
+}
 
 /// A droplet as the API returns it (only the fields doproxy uses; the rest is ignored).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -154,7 +229,7 @@ mod tests {
 
     fn example(name: &str) -> String {
         let p = format!(
-            "{}/../shared/digitalocean/{name}",
+            "{}/tests/data/digitalocean/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))

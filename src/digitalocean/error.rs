@@ -96,7 +96,7 @@ impl Error {
     /// Worth retrying for an idempotent request: 429, 5xx except 501, and transport errors.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Api(a) => matches!(a.status, 429 | 500 | 502 | 503 | 504),
+            Error::Api(a) => super::is_retryable_status(a.status),
             Error::Transport { .. } => true,
             Error::Decode { .. } => false,
         }

@@ -3,18 +3,33 @@
 
 mod droplet;
 mod error;
+mod retry;
 
-pub use droplet::{Action, ActionLink, Droplet, NetworkV4, Networks};
+pub use droplet::{Action, ActionLink, Droplet, DropletSpec, IntOrString, NetworkV4, Networks};
 pub use error::{ApiError, Error};
+pub use retry::{is_retryable_status, Backoff, RetryPolicy};
 
-use crate::config::{RetryPolicy, Token};
+use crate::secret::Secret;
 use droplet::{ActionBody, CreateResponse, DropletBody, ListPage};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, StatusCode, Url};
+use retry::{header_str, header_u64, retry_hint};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+/// How to reach the API (the `api_url`, `token`, `api_timeout` and `retry` keys).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// API base URL without a trailing slash.
+    pub api_url: String,
+    /// The API token.
+    pub token: Secret,
+    /// Per-request timeout (connecting times out after at most 10 s).
+    pub timeout: Duration,
+    /// Retries of idempotent requests.
+    pub retry: RetryPolicy,
+}
 
 /// The most names the API accepts in one create request.
 pub const MAX_NAMES_PER_CREATE: usize = 10;
@@ -82,10 +97,9 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     auth: HeaderValue,
-    retry: RetryPolicy,
+    backoff: Backoff,
     requests: AtomicU64,
     ratelimit_remaining: AtomicU64,
-    rng: Mutex<u64>,
     observer: Option<Observer>,
 }
 
@@ -98,37 +112,36 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Builds a client for `base` (e.g. `https://api.digitalocean.com`).
-    pub fn new(
-        base: &str,
-        token: &Token,
-        timeout: Duration,
-        retry: RetryPolicy,
-    ) -> anyhow::Result<Client> {
+    /// Builds a client for the API `settings` name (e.g. `https://api.digitalocean.com`).
+    pub fn new(settings: &Settings) -> anyhow::Result<Client> {
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10).min(timeout))
-            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(10).min(settings.timeout))
+            .timeout(settings.timeout)
             .user_agent(concat!("doproxy/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let mut auth =
-            HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", settings.token.expose()))
+            .map_err(|_| {
                 anyhow::anyhow!("token: contains characters not allowed in an HTTP header")
             })?;
         auth.set_sensitive(true);
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-            ^ u64::from(std::process::id()).rotate_left(32);
         Ok(Client {
             http,
-            base: base.trim_end_matches('/').to_string(),
+            base: settings.api_url.trim_end_matches('/').to_string(),
             auth,
-            retry,
+            backoff: Backoff::new(settings.retry.clone()),
             requests: AtomicU64::new(0),
             ratelimit_remaining: AtomicU64::new(u64::MAX),
-            rng: Mutex::new(seed | 1),
             observer: None,
+        })
+    }
+
+    /// The URL of `path` (which may carry a query) under the API base.
+    fn url(&self, path: &str) -> Result<Url, Error> {
+        Url::parse(&format!("{}{}", self.base, path)).map_err(|e| Error::Transport {
+            method: "GET",
+            path: path.to_string(),
+            detail: format!("invalid URL: {e}"),
+            ambiguous: false,
         })
     }
 
@@ -157,11 +170,11 @@ impl Client {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, Error> {
-        let url = format!("{}{}", self.base, path);
+        let url = self.url(path)?;
         let m = Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET);
         let mut req = self
             .http
-            .request(m, &url)
+            .request(m, url)
             .header(AUTHORIZATION, self.auth.clone())
             .header(ACCEPT, "application/json");
         if let Some(b) = body {
@@ -245,44 +258,18 @@ impl Client {
             attempt += 1;
             let outcome = self.send_once(method, path, None).await;
             let err = match outcome {
-                Ok(a) if is_retryable_status(a.status) => api_error(method, path, &a),
+                Ok(a) if is_retryable_status(a.status.as_u16()) => api_error(method, path, &a),
                 Ok(a) => return Ok(a),
                 Err(e) => e,
             };
-            let delay = self.backoff(attempt, err.retry_after());
-            if attempt >= self.retry.max_attempts || waited + delay > self.retry.budget {
+            let delay = self.backoff.delay(attempt, err.retry_after());
+            if !self.backoff.allows(attempt, waited, delay) {
                 return Err(err);
             }
             self.retrying(method, path, attempt, delay, &err);
             waited += delay;
             tokio::time::sleep(delay).await;
         }
-    }
-
-    /// The wait before retry number `attempt` (1-based): what the server asked for when it
-    /// said (`hint`, uncapped: retrying sooner only earns another 429; the caller's budget
-    /// decides whether to wait that long at all), else exponential backoff with jitter.
-    fn backoff(&self, attempt: u32, hint: Option<Duration>) -> Duration {
-        if let Some(h) = hint {
-            return h;
-        }
-        let exp = self
-            .retry
-            .min_delay
-            .saturating_mul(1u32 << (attempt - 1).min(16))
-            .min(self.retry.max_delay);
-        let half = exp / 2;
-        half + half.mul_f64(self.random_unit())
-    }
-
-    fn random_unit(&self) -> f64 {
-        let mut s = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-        // xorshift64*
-        *s ^= *s >> 12;
-        *s ^= *s << 25;
-        *s ^= *s >> 27;
-        let v = s.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        (v >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// `GET /v2/droplets/{id}`; `Ok(None)` on 404.
@@ -307,19 +294,24 @@ impl Client {
     /// Every droplet carrying `tag` (every page, `per_page=200`; a failed page fails the
     /// whole listing rather than being silently dropped).
     pub async fn list_by_tag(&self, tag: &str) -> Result<Vec<Droplet>, Error> {
-        self.list(&format!("tag_name={}", encode_query(tag))).await
+        self.list(("tag_name", tag)).await
     }
 
     /// Droplets named exactly `name` (case-insensitive, as the API matches).
     pub async fn list_by_name(&self, name: &str) -> Result<Vec<Droplet>, Error> {
-        self.list(&format!("name={}", encode_query(name))).await
+        self.list(("name", name)).await
     }
 
-    async fn list(&self, filter: &str) -> Result<Vec<Droplet>, Error> {
+    async fn list(&self, filter: (&str, &str)) -> Result<Vec<Droplet>, Error> {
         let mut by_id: BTreeMap<u64, Droplet> = BTreeMap::new();
         let mut page = 1u32;
         loop {
-            let path = format!("/v2/droplets?page={page}&per_page={PER_PAGE}&{filter}");
+            let mut url = self.url("/v2/droplets")?;
+            url.query_pairs_mut()
+                .append_pair("page", &page.to_string())
+                .append_pair("per_page", &PER_PAGE.to_string())
+                .append_pair(filter.0, filter.1);
+            let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
             let a = self.send_idempotent("GET", &path).await?;
             let body: ListPage = decode("GET", &path, &a)?;
             let n = body.droplets.len();
@@ -439,8 +431,8 @@ impl Client {
                     break;
                 }
             }
-            let delay = self.backoff(attempt, err.retry_after());
-            if attempt >= self.retry.max_attempts || waited + delay > self.retry.budget {
+            let delay = self.backoff.delay(attempt, err.retry_after());
+            if !self.backoff.allows(attempt, waited, delay) {
                 return Err(err);
             }
             self.retrying("POST", "/v2/droplets", attempt, delay, &err);
@@ -473,54 +465,15 @@ impl Client {
     }
 }
 
-fn is_retryable_status(s: StatusCode) -> bool {
-    matches!(s.as_u16(), 429 | 500 | 502 | 503 | 504)
-}
-
 fn transport(method: &'static str, path: &str, e: &reqwest::Error) -> Error {
     // A refused connection never reached the server; anything later may have.
     let ambiguous = !e.is_connect();
-    let mut detail = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        src = s.source();
-    }
     Error::Transport {
         method,
         path: path.to_string(),
-        detail,
+        detail: crate::error::chain(e),
         ambiguous,
     }
-}
-
-/// How long the answer's headers ask a client to wait: `retry-after` (seconds), or until
-/// the `ratelimit-reset` epoch when no request is left.
-fn retry_hint(h: &HeaderMap) -> Option<Duration> {
-    if let Some(secs) = header_u64(h, "retry-after") {
-        return Some(Duration::from_secs(secs));
-    }
-    let remaining = header_u64(h, "ratelimit-remaining");
-    if let (Some(0), Some(reset)) = (remaining, header_u64(h, "ratelimit-reset")) {
-        // `ratelimit-reset` is a Unix epoch, not a delay.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        return Some(Duration::from_secs(reset.saturating_sub(now).max(1)));
-    }
-    None
-}
-
-fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.trim().to_string())
-}
-
-fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
-    header_str(h, name).and_then(|s| s.parse().ok())
 }
 
 fn api_error(method: &'static str, path: &str, a: &Answer) -> Error {
@@ -577,69 +530,23 @@ fn decode<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Percent-encodes a query value (tags and names are restricted, but encode anyway).
-fn encode_query(v: &str) -> String {
-    let mut out = String::new();
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn encodes_query_values() {
-        assert_eq!(encode_query("env:prod"), "env%3Aprod");
-        assert_eq!(encode_query("a b&c"), "a%20b%26c");
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let policy = RetryPolicy {
-            max_attempts: 10,
-            min_delay: Duration::from_millis(100),
-            max_delay: Duration::from_millis(800),
-            budget: Duration::from_secs(60),
-        };
-        let c = Client::new(
-            "http://127.0.0.1:1",
-            &Token::new("t".into()),
-            Duration::from_secs(1),
-            policy,
-        )
+    fn list_queries_are_encoded() {
+        let c = Client::new(&Settings {
+            api_url: "http://127.0.0.1:1".into(),
+            token: Secret::new("t".into()),
+            timeout: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
+        })
         .unwrap();
-        for attempt in 1..10 {
-            let d = c.backoff(attempt, None);
-            let cap =
-                Duration::from_millis(100 * (1 << (attempt - 1))).min(Duration::from_millis(800));
-            assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d:?}");
-        }
-        let mut h = HeaderMap::new();
-        h.insert("retry-after", HeaderValue::from_static("29"));
-        assert_eq!(retry_hint(&h), Some(Duration::from_secs(29)));
-        assert_eq!(c.backoff(1, retry_hint(&h)), Duration::from_secs(29));
-        let mut h = HeaderMap::new();
-        h.insert("ratelimit-remaining", HeaderValue::from_static("0"));
-        let reset = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 40;
-        h.insert(
-            "ratelimit-reset",
-            HeaderValue::from_str(&reset.to_string()).unwrap(),
-        );
-        let hint = retry_hint(&h).unwrap();
-        assert!(
-            hint >= Duration::from_secs(39) && hint <= Duration::from_secs(40),
-            "{hint:?}"
-        );
+        let mut url = c.url("/v2/droplets").unwrap();
+        url.query_pairs_mut()
+            .append_pair("tag_name", "env:prod")
+            .append_pair("name", "a b&c");
+        assert_eq!(url.query(), Some("tag_name=env%3Aprod&name=a+b%26c"));
     }
 }

@@ -1,0 +1,70 @@
+//! Errors that decide the exit code, the exit codes themselves, and the one way an error
+//! and its causes are written on one line.
+
+/// Exit code for success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code for a failure (API, HAProxy, files): nothing is lost, the message says what to
+/// run next.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for a usage or configuration error: nothing was changed.
+pub const EXIT_USAGE: u8 = 2;
+
+/// An error that means "the invocation or the configuration is wrong" (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Shorthand for returning a [`UsageError`] wrapped in `anyhow`.
+pub fn usage_error(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg.into()))
+}
+
+/// The exit code an error maps to: 2 when a [`UsageError`] is anywhere in its chain, else 1.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
+        EXIT_USAGE
+    } else {
+        EXIT_FAILURE
+    }
+}
+
+/// An error and all its sources joined with `": "`, on one line (libraries such as Tera
+/// and reqwest hide the useful part of a failure in the source chain).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        // Some libraries repeat their source's text in their own message.
+        if !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        src = s.source();
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn chain_joins_sources_on_one_line() {
+        let e = Outer(std::io::Error::other("inner\nline"));
+        assert_eq!(chain(&e), "outer: inner line");
+    }
+
+    #[test]
+    fn usage_errors_map_to_exit_2() {
+        assert_eq!(exit_code(&usage_error("x")), EXIT_USAGE);
+        assert_eq!(
+            exit_code(&usage_error("x").context("while doing y")),
+            EXIT_USAGE
+        );
+        assert_eq!(exit_code(&anyhow::anyhow!("x")), EXIT_FAILURE);
+    }
+}
