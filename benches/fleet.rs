@@ -11,6 +11,8 @@
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
+// The benchmark prints its tables itself.
+#![allow(clippy::disallowed_macros)]
 
 use anyhow::{anyhow, bail, Context, Result};
 use do_sim::{Faults, Sim, SimOptions};
