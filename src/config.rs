@@ -224,6 +224,14 @@ impl Resolver<'_> {
         }
     }
 
+    /// Two keys that make sense only as a pair (`what`) are both set or both unset.
+    fn together(&self, field: &str, what: &str, a: bool, b: bool) -> Result<()> {
+        if a != b {
+            return Err(self.bad(field, format!("{what} must be set together")));
+        }
+        Ok(())
+    }
+
     /// An environment variable that is set and not empty.
     fn var(&self, name: &str) -> Option<String> {
         (self.env)(name).filter(|s| !s.is_empty())
@@ -338,12 +346,12 @@ impl Resolver<'_> {
                 ));
             }
         }
-        if values.stats_user.is_some() != values.stats_password.is_some() {
-            return Err(self.bad(
-                "haproxy.stats_user",
-                "stats_user and stats_password must be set together".into(),
-            ));
-        }
+        self.together(
+            "haproxy.stats_user",
+            "stats_user and stats_password",
+            values.stats_user.is_some(),
+            values.stats_password.is_some(),
+        )?;
         duration::parse(&values.check_inter).map_err(|m| self.bad("haproxy.check_inter", m))?;
         Ok(values)
     }
@@ -411,18 +419,18 @@ impl Resolver<'_> {
                 format!("{prefix:?} is not a usable key prefix"),
             ));
         }
-        if i.cert_file.is_some() != i.key_file.is_some() {
-            return Err(self.bad(
-                "inventory.cert_file",
-                "cert_file and key_file must be set together".into(),
-            ));
-        }
-        if i.username.is_some() != i.password.is_some() {
-            return Err(self.bad(
-                "inventory.username",
-                "username and password must be set together".into(),
-            ));
-        }
+        self.together(
+            "inventory.cert_file",
+            "cert_file and key_file",
+            i.cert_file.is_some(),
+            i.key_file.is_some(),
+        )?;
+        self.together(
+            "inventory.username",
+            "username and password",
+            i.username.is_some(),
+            i.password.is_some(),
+        )?;
         let lock_ttl = self.dur("inventory.lock_ttl", i.lock_ttl, Duration::from_secs(10))?;
         if lock_ttl < Duration::from_secs(2) {
             return Err(self.bad("inventory.lock_ttl", "must be at least 2s".into()));

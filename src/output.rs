@@ -208,6 +208,14 @@ impl Stderr {
         let mut err = std::io::stderr().lock();
         err.write_all(s.as_bytes())
     }
+
+    /// Moves the cursor `n` cells with the ANSI sequence `CSI n <direction>`.
+    fn cursor(&self, n: usize, direction: char) -> std::io::Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.write(&format!("\x1b[{n}{direction}"))
+    }
 }
 
 impl TermLike for Stderr {
@@ -217,28 +225,16 @@ impl TermLike for Stderr {
             .map_or(100, |(_, w)| w)
     }
     fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
-        if n > 0 {
-            self.write(&format!("\x1b[{n}A"))?;
-        }
-        Ok(())
+        self.cursor(n, 'A')
     }
     fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
-        if n > 0 {
-            self.write(&format!("\x1b[{n}B"))?;
-        }
-        Ok(())
+        self.cursor(n, 'B')
     }
     fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
-        if n > 0 {
-            self.write(&format!("\x1b[{n}C"))?;
-        }
-        Ok(())
+        self.cursor(n, 'C')
     }
     fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
-        if n > 0 {
-            self.write(&format!("\x1b[{n}D"))?;
-        }
-        Ok(())
+        self.cursor(n, 'D')
     }
     fn write_line(&self, s: &str) -> std::io::Result<()> {
         self.write(&format!("{s}\n"))

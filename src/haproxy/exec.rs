@@ -71,16 +71,14 @@ fn summarize(output: &str) -> String {
     }
 }
 
-/// Runs the check command on `candidate`; its output is captured and reported on failure.
-pub async fn check(settings: &Settings, candidate: &Path) -> Result<()> {
-    let cmd = settings
-        .check_command
-        .replace("{config}", &shell_quote(candidate));
+/// Runs `template` (`{config}` replaced by `path`) in the settings' folder; a failure
+/// names the `what` (e.g. "config check") and shows the command's output.
+async fn run_checked(settings: &Settings, what: &str, template: &str, path: &Path) -> Result<()> {
+    let cmd = template.replace("{config}", &shell_quote(path));
     let out = run_shell(&cmd, &settings.workdir).await?;
     if !out.ok {
         bail!(
-            "config check `{}` failed ({}): {}",
-            settings.check_command,
+            "{what} `{template}` failed ({}): {}",
             out.status,
             summarize(&out.output)
         );
@@ -88,19 +86,18 @@ pub async fn check(settings: &Settings, candidate: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Runs the check command on `candidate`; its output is captured and reported on failure.
+pub async fn check(settings: &Settings, candidate: &Path) -> Result<()> {
+    run_checked(settings, "config check", &settings.check_command, candidate).await
+}
+
 /// Runs the reload command (`{config}` is the installed path); its exit status is checked.
 pub async fn reload(settings: &Settings) -> Result<()> {
-    let cmd = settings
-        .reload_command
-        .replace("{config}", &shell_quote(&settings.installed_cfg));
-    let out = run_shell(&cmd, &settings.workdir).await?;
-    if !out.ok {
-        bail!(
-            "reload command `{}` failed ({}): {}",
-            settings.reload_command,
-            out.status,
-            summarize(&out.output)
-        );
-    }
-    Ok(())
+    run_checked(
+        settings,
+        "reload command",
+        &settings.reload_command,
+        &settings.installed_cfg,
+    )
+    .await
 }
