@@ -68,7 +68,7 @@ impl Inventory {
 
     /// Writes the inventory atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        fsutil::write_atomic(path, self.render().as_bytes())
+        fsutil::write_through(path, self.render().as_bytes())
             .with_context(|| format!("cannot write inventory file {}", path.display()))
     }
 

@@ -9,8 +9,6 @@ use crate::fleet::{DropletInfo, Fleet};
 use crate::haproxy::Haproxy;
 use crate::output;
 use anyhow::{anyhow, bail, Context, Result};
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
 /// Runs `create`.
@@ -359,15 +357,7 @@ async fn add_locked(
 /// `<prefix>-<6 random base-36 characters>`: unlike the original's `<prefix>-<count>`, a
 /// name is never reused after a delete.
 fn unique_name(prefix: &str) -> String {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.write_u32(std::process::id());
-    let mut n = h.finish();
+    let mut n = crate::fsutil::random_u64();
     let mut suffix = String::new();
     for _ in 0..6 {
         let d = (n % 36) as u32;

@@ -1,7 +1,6 @@
 //! `doproxy generate`: render haproxy_cfg_file from the inventory, without installing it.
 
 use super::Ctx;
-use crate::fsutil;
 use anyhow::{Context, Result};
 
 /// Runs `generate`.
@@ -14,7 +13,8 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
             let fleet = ctx.fleet(&inv).await?;
             let servers = fleet.servers(&inv, None);
             let rendered = haproxy.render(&servers)?;
-            fsutil::write_atomic(out, rendered.as_bytes())
+            haproxy
+                .write(out, rendered.as_bytes())
                 .with_context(|| format!("cannot write {}", out.display()))?;
             Ok(servers)
         })

@@ -237,12 +237,11 @@ impl<'a> Haproxy<'a> {
     /// Runs the check command on `rendered`, written to a temp file beside the installed
     /// config (so relative paths in it resolve the same way) and removed afterwards.
     pub async fn validate(&self, rendered: &str) -> Result<()> {
-        let candidate = fsutil::temp_path(&self.settings.installed_cfg);
-        std::fs::write(&candidate, rendered)
-            .with_context(|| format!("cannot write candidate config {}", candidate.display()))?;
-        let checked = exec::check(self.settings, &candidate).await;
-        let _ = std::fs::remove_file(&candidate);
-        checked
+        let candidate =
+            fsutil::TempFile::with_contents(&self.settings.installed_cfg, rendered.as_bytes())
+                .context("cannot write the candidate config")?;
+        // Dropping `candidate` removes it, whatever the check says.
+        exec::check(self.settings, candidate.path()).await
     }
 
     /// `--dry-run`: renders for `servers`, diffs against the installed config, runs the
@@ -272,7 +271,7 @@ impl<'a> Haproxy<'a> {
         let rendered = self.render(servers)?;
         let s = self.settings;
         if s.rendered_cfg != s.installed_cfg {
-            fsutil::write_atomic(&s.rendered_cfg, rendered.as_bytes())
+            self.write(&s.rendered_cfg, rendered.as_bytes())
                 .with_context(|| format!("cannot write {}", s.rendered_cfg.display()))?;
         }
         let installed = &s.installed_cfg;
@@ -294,10 +293,10 @@ impl<'a> Haproxy<'a> {
             .map_err(|e| e.context(format!("{} left unchanged", installed.display())))?;
         let last_good = last_good_path(installed);
         if let Some(cur) = &current {
-            fsutil::write_atomic(&last_good, cur.as_bytes())
+            self.write(&last_good, cur.as_bytes())
                 .with_context(|| format!("cannot keep last good config {}", last_good.display()))?;
         }
-        fsutil::write_atomic(installed, rendered.as_bytes())
+        self.write(installed, rendered.as_bytes())
             .with_context(|| format!("cannot install {}", installed.display()))?;
 
         let failure = match exec::reload(s).await {
@@ -308,7 +307,7 @@ impl<'a> Haproxy<'a> {
         };
         if let Some(e) = failure {
             let restored = match &current {
-                Some(cur) => match fsutil::write_atomic(installed, cur.as_bytes()) {
+                Some(cur) => match self.write(installed, cur.as_bytes()) {
                     Ok(()) => format!("put the previous config back in {}", installed.display()),
                     Err(re) => format!(
                         "could NOT put the previous config back ({re:#}); it is in {}",
@@ -323,6 +322,16 @@ impl<'a> Haproxy<'a> {
             return Err(e.context(restored));
         }
         Ok(Applied::Reloaded)
+    }
+
+    /// Writes a config file: never group- or world-readable when it holds the stats
+    /// password.
+    pub fn write(&self, path: &Path, contents: &[u8]) -> Result<()> {
+        if self.settings.values.stats_password.is_some() {
+            fsutil::write_secret(path, contents)
+        } else {
+            fsutil::write_atomic(path, contents)
+        }
     }
 
     /// Drains server `id` (see [`runtime`]): `Ok(false)` when there is nothing to drain.
