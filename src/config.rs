@@ -54,6 +54,7 @@ struct RawConfig {
     lock_timeout: Option<RawDuration>,
     drain_timeout: Option<RawDuration>,
     reload_verify_timeout: Option<RawDuration>,
+    command_timeout: Option<RawDuration>,
     readiness_check: Option<bool>,
     readiness_path: Option<String>,
     watch_debounce: Option<RawDuration>,
@@ -535,6 +536,12 @@ impl Config {
                 .reload_command
                 .unwrap_or_else(|| "systemctl reload haproxy".into()),
             workdir: r.base.clone(),
+            command_env: haproxy::exec::child_env(path),
+            command_timeout: r.dur(
+                "command_timeout",
+                raw.command_timeout,
+                Duration::from_secs(60),
+            )?,
             backend_port,
             frontend_bind: raw.frontend_bind,
             lock_timeout,

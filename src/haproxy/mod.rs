@@ -5,7 +5,7 @@
 //! This module knows neither the config file nor the API's types: it takes [`Settings`] and
 //! the [`Server`]s to route to.
 
-mod exec;
+pub mod exec;
 pub mod runtime;
 
 use crate::fsutil;
@@ -41,6 +41,10 @@ pub struct Settings {
     pub reload_command: String,
     /// The folder the commands run in (the config file's).
     pub workdir: PathBuf,
+    /// The whole environment of the commands (see [`exec::child_env`]).
+    pub command_env: Vec<(String, String)>,
+    /// How long a check or reload command may run before its process group is killed.
+    pub command_timeout: Duration,
     /// Port the application listens on, on each backend's private address.
     pub backend_port: u16,
     /// `ip:port` for the frontend; `None` means "public IPv4 from the metadata service, :80".
