@@ -9,7 +9,6 @@ pub mod config;
 pub mod diff;
 pub mod digitalocean;
 pub mod duration;
-pub mod etcd;
 pub mod fsutil;
 pub mod haproxy;
 pub mod inventory;
