@@ -9,8 +9,13 @@
 use super::transport::{classify_status, CallError};
 use super::{Compare, KeyValue, Op, WatchEvent};
 use anyhow::{anyhow, bail, Result};
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use base64::engine::DecodePaddingMode;
+use base64::{DecodeError, Engine};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
+use std::borrow::Cow;
 
 // ---- request bodies ------------------------------------------------------------------
 
@@ -294,52 +299,40 @@ pub(super) fn take_line(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
 
 // ---- base64 (standard alphabet, padded; decoding also takes URL-safe and unpadded) ----
 
-const B64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Decodes the standard alphabet without padding (`b64_decode` strips it and maps the
+/// URL-safe symbols first); bits left over after the last byte are ignored.
+const B64_DECODER: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
 
 pub(super) fn b64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b1 = chunk.get(1).copied().unwrap_or(0);
-        let b2 = chunk.get(2).copied().unwrap_or(0);
-        let n = (u32::from(chunk[0]) << 16) | (u32::from(b1) << 8) | u32::from(b2);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                let sextet = (n >> (18 - 6 * i)) & 63;
-                out.push(char::from(B64_ALPHABET[sextet as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    STANDARD.encode(data)
 }
 
+/// Takes what [`b64_encode`] writes and also the URL-safe alphabet (even mixed with the
+/// standard one), with or without padding (at most two `=`), as the gateway's peers might.
 fn b64_decode(s: &str) -> Result<Vec<u8>> {
     let data = s.trim_end_matches('=');
     if data.len() % 4 == 1 || s.len() - data.len() > 2 {
         bail!("invalid base64 (length {})", s.len());
     }
-    let mut out = Vec::with_capacity(data.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    for c in data.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => bail!("invalid base64 character {:?}", char::from(c)),
+    let standard: Cow<'_, [u8]> = if data.contains(['-', '_']) {
+        let url_safe_to_standard = |b| match b {
+            b'-' => b'+',
+            b'_' => b'/',
+            b => b,
         };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
+        Cow::Owned(data.bytes().map(url_safe_to_standard).collect())
+    } else {
+        Cow::Borrowed(data.as_bytes())
+    };
+    B64_DECODER.decode(standard).map_err(|e| match e {
+        DecodeError::InvalidByte(_, c) => anyhow!("invalid base64 character {:?}", char::from(c)),
+        _ => anyhow!("invalid base64 (length {})", s.len()),
+    })
 }
 
 #[cfg(test)]
