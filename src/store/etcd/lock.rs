@@ -36,7 +36,14 @@ impl Client {
             Err(e) => {
                 keepalive.abort();
                 let revoke = self.lease_revoke(lease);
-                let _ = tokio::time::timeout(self.inner.timeout, revoke).await;
+                match tokio::time::timeout(self.inner.timeout, revoke).await {
+                    Ok(Ok(())) => {}
+                    // The lease lapses by itself after its TTL.
+                    Ok(Err(re)) => {
+                        log::debug!("etcd lock {name:?}: revoking lease {lease:x} failed: {re}")
+                    }
+                    Err(_) => log::debug!("etcd lock {name:?}: revoking lease {lease:x} timed out"),
+                }
                 Err(anyhow!("etcd lock {name:?}: {e}"))
             }
         }
@@ -91,7 +98,8 @@ impl Client {
             let wait = (deadline - now).min(Duration::from_secs(1));
             match tokio::time::timeout(wait, w.next()).await {
                 Ok(Ok(_)) | Err(_) => {}
-                Ok(Err(_)) => {
+                Ok(Err(e)) => {
+                    log::debug!("etcd lock {name:?}: watching {prefix:?} failed ({e}); polling");
                     watch = None;
                     tokio::time::sleep(Duration::from_millis(50).min(wait)).await;
                 }
@@ -118,17 +126,28 @@ async fn within<F: Future>(deadline: Instant, f: F) -> Option<F::Output> {
 async fn keep_alive(client: Client, lease: i64, ttl_secs: i64, lost: Arc<AtomicBool>) {
     let period =
         Duration::from_millis((ttl_secs.max(1) as u64) * 1000 / 3).max(Duration::from_millis(100));
+    let retry = (period / 4).max(Duration::from_millis(50));
     let mut pause = period;
     loop {
         tokio::time::sleep(pause).await;
         match tokio::time::timeout(period, client.lease_keepalive(lease)).await {
             Ok(Ok(ttl)) if ttl > 0 => pause = period,
             Ok(Ok(_)) => {
+                log::debug!("etcd lock: lease {lease:x} expired; the lock is lost");
                 lost.store(true, Ordering::SeqCst);
                 return;
             }
             // Transient failure: try again soon (the lease outlives a few misses).
-            Ok(Err(_)) | Err(_) => pause = (period / 4).max(Duration::from_millis(50)),
+            Ok(Err(e)) => {
+                log::debug!(
+                    "etcd lock: renewing lease {lease:x} failed ({e}); retrying in {retry:?}"
+                );
+                pause = retry;
+            }
+            Err(_) => {
+                log::debug!("etcd lock: renewing lease {lease:x} timed out; retrying in {retry:?}");
+                pause = retry;
+            }
         }
     }
 }

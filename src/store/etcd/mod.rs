@@ -357,7 +357,10 @@ impl Client {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if e.to_string().contains("requested lease not found") => Ok(()),
+            Err(e) if e.to_string().contains("requested lease not found") => {
+                log::debug!("etcd: lease {lease:x} was already gone when revoked");
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }

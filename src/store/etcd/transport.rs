@@ -90,6 +90,7 @@ impl Client {
             if attempt > 0 && attempt.is_multiple_of(n) {
                 let pass = (attempt / n) as u32;
                 let pause = Duration::from_millis(100 * u64::from(pass.min(5)));
+                log::debug!("etcd {path}: no endpoint answered in pass {pass}; pausing {pause:?}");
                 tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now())))
                     .await;
             }
@@ -103,6 +104,9 @@ impl Client {
             };
             match result {
                 Ok(v) => {
+                    if idx != first {
+                        log::debug!("etcd {path}: failed over to {endpoint}");
+                    }
                     inner.preferred.store(idx, Ordering::Relaxed);
                     return Ok(v);
                 }
@@ -111,6 +115,9 @@ impl Client {
                     reauthenticated = true;
                     self.set_token(None);
                     last_error = self.clean(&msg, endpoint);
+                    log::debug!(
+                        "etcd {path}: auth token refused ({last_error}); authenticating again"
+                    );
                     continue;
                 }
                 Err(CallError::Auth(msg)) | Err(CallError::Rejected(msg)) => {
@@ -124,6 +131,7 @@ impl Client {
                 }
                 Err(CallError::Unknown(msg)) | Err(CallError::NotApplied(msg)) => {
                     last_error = self.clean(&msg, endpoint);
+                    log::debug!("etcd {path}: attempt {} failed: {last_error}", attempt + 1);
                 }
             }
             attempt += 1;
@@ -146,6 +154,10 @@ impl Client {
         if let Some(t) = self.token() {
             return Ok(Some(t));
         }
+        log::debug!(
+            "etcd: authenticating as {user:?} at {}",
+            self.inner.endpoints[idx]
+        );
         let body = json!({ "name": user, "password": password });
         let resp = self.send(idx, "/v3/auth/authenticate", &body, None).await;
         let resp = resp.map_err(|e| match e {

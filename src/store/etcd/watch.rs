@@ -216,7 +216,16 @@ impl Watch {
         // repeated failures back off up to WATCH_MAX_BACKOFF.
         let was_working = self.conn.as_ref().is_some_and(|c| c.created);
         self.conn = None;
+        let failed = self.endpoint;
         self.endpoint = (self.endpoint + 1) % n;
+        log::debug!(
+            "etcd watch of {:?}: {} failed ({}); reconnecting to {} at revision {}",
+            self.prefix,
+            self.client.inner.endpoints[failed],
+            self.last_error,
+            self.client.inner.endpoints[self.endpoint],
+            self.next_revision
+        );
         if was_working {
             self.failures = 1;
         } else {
@@ -269,6 +278,10 @@ impl Watch {
             let body = body.ok().and_then(|b| b.ok()).unwrap_or_default();
             let why = match parse_answer(status, &body) {
                 Err(CallError::Auth(m)) => {
+                    log::debug!(
+                        "etcd watch of {:?}: auth token refused; authenticating again",
+                        self.prefix
+                    );
                     client.set_token(None);
                     m
                 }
@@ -323,6 +336,10 @@ impl Watch {
                     .map(stream_error)
                     .unwrap_or((500, String::new()));
                 if matches!(classify_status(code, &msg), CallError::Auth(_)) {
+                    log::debug!(
+                        "etcd watch of {:?}: auth token refused; authenticating again",
+                        self.prefix
+                    );
                     self.client.set_token(None);
                 }
                 return Line::Reconnect(format!("watch stream error: {msg}"));
@@ -339,15 +356,22 @@ impl Watch {
                 return Line::Nothing;
             }
             if AUTH_MESSAGES.iter().any(|m| resp.cancel_reason.contains(m)) {
+                log::debug!(
+                    "etcd watch of {:?}: auth token refused; authenticating again",
+                    self.prefix
+                );
                 self.client.set_token(None);
             }
             return Line::Reconnect(format!("watch canceled: {}", resp.cancel_reason));
         }
         if resp.created {
+            let mut resumed_on = None;
             if let Some(c) = self.conn.as_mut() {
                 c.created = true;
                 self.failures = 0;
-                self.down_since = None;
+                if self.down_since.take().is_some() {
+                    resumed_on = Some(c.endpoint);
+                }
                 self.client
                     .inner
                     .preferred
@@ -355,6 +379,14 @@ impl Watch {
             }
             if self.next_revision == 0 {
                 self.next_revision = resp.header.revision + 1;
+            }
+            if let Some(idx) = resumed_on {
+                log::debug!(
+                    "etcd watch of {:?}: resumed on {} at revision {}",
+                    self.prefix,
+                    self.client.inner.endpoints[idx],
+                    self.next_revision
+                );
             }
         }
         let mut events = Vec::with_capacity(resp.events.len());
