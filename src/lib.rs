@@ -10,7 +10,6 @@ pub mod config;
 pub mod digitalocean;
 pub mod duration;
 pub mod error;
-pub mod etcd;
 pub mod fleet;
 pub mod fsutil;
 pub mod haproxy;

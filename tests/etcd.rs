@@ -1,10 +1,10 @@
-//! The etcd v3 client (`doproxy::etcd`) against real etcd processes on 127.0.0.1, started
+//! The etcd v3 client (`doproxy::store::etcd`) against real etcd processes on 127.0.0.1, started
 //! by the tests (skipped when etcd is not installed, unless CI is set): key-value calls,
 //! compare-and-swap under contention, the lease lock, and watches that survive an etcd
 //! restart and the loss of a cluster member.
 
 use crate::support::etcd::{post_json, EtcdCluster};
-use doproxy::etcd::{Client, Compacted, Compare, Op, Options, Watch, WatchEvent};
+use doproxy::store::etcd::{Client, Compacted, Compare, Op, Options, Watch, WatchEvent};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -676,7 +676,7 @@ async fn etcd_cluster_survives_killing_the_member_in_use() {
 
     // Every acknowledged put is readable, from the survivors.
     let (kvs, _) = c.range_prefix("c/k").await.unwrap();
-    let stored: BTreeMap<&str, &doproxy::etcd::KeyValue> =
+    let stored: BTreeMap<&str, &doproxy::store::etcd::KeyValue> =
         kvs.iter().map(|kv| (kv.key.as_str(), kv)).collect();
     for (k, (v, _)) in &acked {
         assert_eq!(

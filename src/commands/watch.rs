@@ -38,7 +38,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
             _ = int.recv() => break,
             changed = changes.next() => {
                 if let Err(e) = changed {
-                    if e.downcast_ref::<crate::etcd::Compacted>().is_some() {
+                    if e.downcast_ref::<crate::store::etcd::Compacted>().is_some() {
                         // History is gone: re-read everything and watch from now.
                         warn(&format!("{e:#}"));
                         match ctx.store.load_for_watch().await {

@@ -3,8 +3,9 @@
 //! compare-and-swap, a lease-based lock, and a watch for `reload --watch`). Both keep the
 //! same text — one droplet ID a line, in creation order — so line numbers mean the same.
 
+pub mod etcd;
+
 use crate::config::{Config, EtcdSettings, InventoryBackend};
-use crate::etcd;
 use crate::inventory::Inventory;
 use crate::lock::{self, FileLock};
 use anyhow::{anyhow, Context, Result};
