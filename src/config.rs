@@ -7,6 +7,7 @@ use crate::duration;
 use crate::error::usage_error;
 use crate::haproxy::{self, TemplateValues};
 use crate::secret::Secret;
+use crate::store::{self, etcd};
 use anyhow::Result;
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -137,10 +138,8 @@ pub struct Config {
     pub userdata_file: Option<PathBuf>,
     /// Everything the HAProxy side needs.
     pub haproxy: haproxy::Settings,
-    /// Where the inventory lives.
-    pub inventory: InventoryBackend,
-    /// How long to wait for another doproxy process to release the lock.
-    pub lock_timeout: Duration,
+    /// Where the inventory lives, and how long to wait for its lock.
+    pub store: store::Settings,
     /// How `create` waits for new droplets.
     pub create: CreateSettings,
     /// `reload --watch` waits this long after a change for more changes before reloading.
@@ -161,38 +160,6 @@ pub struct CreateSettings {
     pub readiness_check: bool,
     /// The path the readiness check requests.
     pub readiness_path: String,
-}
-
-/// Where the inventory lives.
-#[derive(Debug, Clone)]
-pub enum InventoryBackend {
-    /// The original's line file (`inventory_file`).
-    File(PathBuf),
-    /// An etcd v3 cluster shared by several load balancers.
-    Etcd(EtcdSettings),
-}
-
-/// The etcd inventory backend's settings (`inventory:` section).
-#[derive(Debug, Clone)]
-pub struct EtcdSettings {
-    /// Client URLs, e.g. `http://10.0.0.5:2379`.
-    pub endpoints: Vec<String>,
-    /// Key prefix; the inventory is `<prefix>inventory`, the lock `<prefix>lock/`.
-    pub prefix: String,
-    /// etcd user, if authentication is on.
-    pub username: Option<String>,
-    /// etcd password (never printed).
-    pub password: Option<Secret>,
-    /// Lease TTL of the lock: how long a dead holder keeps others waiting.
-    pub lock_ttl: Duration,
-    /// Per-request timeout.
-    pub timeout: Duration,
-    /// A PEM CA certificate for etcd's TLS certificates (private CA).
-    pub ca_file: Option<PathBuf>,
-    /// A PEM client certificate for etcd's `--client-cert-auth` (with `key_file`).
-    pub cert_file: Option<PathBuf>,
-    /// The client certificate's PEM private key.
-    pub key_file: Option<PathBuf>,
 }
 
 /// What every section's resolver needs: the file's name for errors, its folder for
@@ -361,7 +328,7 @@ impl Resolver<'_> {
         &self,
         inventory: Option<RawInventory>,
         inventory_file: Option<PathBuf>,
-    ) -> Result<InventoryBackend> {
+    ) -> Result<store::Backend> {
         let etcd = match inventory {
             None => None,
             Some(i) => match i.backend.as_deref().unwrap_or("file") {
@@ -388,8 +355,8 @@ impl Resolver<'_> {
             },
         };
         match (etcd, &inventory_file) {
-            (Some(etcd), _) => Ok(InventoryBackend::Etcd(etcd)),
-            (None, Some(f)) => Ok(InventoryBackend::File(self.path(f))),
+            (Some(etcd), _) => Ok(store::Backend::Etcd(etcd)),
+            (None, Some(f)) => Ok(store::Backend::File(self.path(f))),
             (None, None) => Err(self.bad(
                 "inventory_file",
                 "missing (or configure `inventory: {backend: etcd, ...}`)".into(),
@@ -397,7 +364,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn etcd(&self, i: RawInventory) -> Result<EtcdSettings> {
+    fn etcd(&self, i: RawInventory) -> Result<etcd::Settings> {
         let endpoints = i.endpoints.unwrap_or_default();
         if endpoints.is_empty() {
             return Err(self.bad(
@@ -436,7 +403,7 @@ impl Resolver<'_> {
         if lock_ttl < Duration::from_secs(2) {
             return Err(self.bad("inventory.lock_ttl", "must be at least 2s".into()));
         }
-        Ok(EtcdSettings {
+        Ok(etcd::Settings {
             endpoints: endpoints
                 .into_iter()
                 .map(|e| e.trim_end_matches('/').to_string())
@@ -572,8 +539,10 @@ impl Config {
             droplet,
             userdata_file: raw.userdata_file.as_deref().map(|p| r.path(p)),
             haproxy,
-            inventory,
-            lock_timeout,
+            store: store::Settings {
+                backend: inventory,
+                lock_timeout,
+            },
             create,
             watch_debounce: r.dur(
                 "watch_debounce",
@@ -744,7 +713,7 @@ mod tests {
     fn loads_original_shape() {
         let c = Config::parse(Path::new("/opt/dp/doproxy.yml"), ORIGINAL, &no_env).unwrap();
         assert!(
-            matches!(&c.inventory, InventoryBackend::File(p) if p == Path::new("/opt/dp/inventory"))
+            matches!(&c.store.backend, store::Backend::File(p) if p == Path::new("/opt/dp/inventory"))
         );
         assert_eq!(
             c.haproxy.installed_cfg,
@@ -818,8 +787,8 @@ mod tests {
             "inventory:\n  backend: etcd\n  endpoints: [http://127.0.0.1:2379/]\n  lock_ttl: 5s\n",
         );
         let c = Config::parse(Path::new("d.yml"), &text, &no_env).unwrap();
-        match c.inventory {
-            InventoryBackend::Etcd(e) => {
+        match c.store.backend {
+            store::Backend::Etcd(e) => {
                 assert_eq!(e.endpoints, vec!["http://127.0.0.1:2379".to_string()]);
                 assert_eq!(e.prefix, "/doproxy/");
                 assert_eq!(e.lock_ttl, Duration::from_secs(5));

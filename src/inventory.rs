@@ -1,18 +1,13 @@
 //! The inventory: one decimal droplet ID a line, in creation order (the Ruby DOProxy's
 //! format). `print` numbers entries from 0 and `delete N` takes that number.
 
-use crate::fsutil;
-use anyhow::{bail, Context, Result};
-use std::path::Path;
+use anyhow::{bail, Result};
 
 /// The parsed inventory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inventory {
     /// Droplet IDs in file order; index = the number `print` shows.
     pub ids: Vec<u64>,
-    /// The store's revision this was read at (etcd's `mod_revision`; 0 for files and for
-    /// an etcd key that does not exist yet).
-    pub revision: i64,
 }
 
 impl Inventory {
@@ -41,35 +36,12 @@ impl Inventory {
             ids.push(id);
             first_line.push(lineno);
         }
-        Ok(Inventory { ids, revision: 0 })
+        Ok(Inventory { ids })
     }
 
     /// The file's text: one ID a line, LF endings.
     pub fn render(&self) -> String {
         self.ids.iter().map(|id| format!("{id}\n")).collect()
-    }
-
-    /// Reads and parses the inventory file.
-    pub fn load(path: &Path) -> Result<Inventory> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-                "inventory file {} doesn't exist; create an empty one (touch {}) to start",
-                path.display(),
-                path.display()
-            ),
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot read inventory file {}", path.display()))
-            }
-        };
-        Self::parse(&path.display().to_string(), &text)
-    }
-
-    /// Writes the inventory atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        fsutil::write_through(path, self.render().as_bytes())
-            .with_context(|| format!("cannot write inventory file {}", path.display()))
     }
 
     /// The ID at entry `n` (as `print` numbers them).

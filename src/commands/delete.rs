@@ -27,7 +27,7 @@ pub async fn run(ctx: &Ctx, which: Which, dry_run: bool) -> Result<()> {
 }
 
 async fn delete_locked(ctx: &Ctx, which: Which, dry_run: bool) -> Result<()> {
-    let mut inv = ctx.store.load().await?;
+    let inv = ctx.store.load().await?;
     let inv_path = ctx.store.describe();
     let fleet = ctx.fleet(&inv).await?;
     let line = match &which {
@@ -99,8 +99,7 @@ async fn delete_locked(ctx: &Ctx, which: Which, dry_run: bool) -> Result<()> {
             "droplet {id} is out of the HAProxy config but could not be destroyed; it stays on line {line} of the inventory: run `doproxy delete {line}` again"
         )
     })?;
-    inv.ids.remove(line);
-    ctx.store.save(&inv).await?;
+    ctx.store.update(|inv| inv.ids.retain(|x| *x != id)).await?;
     say(&format!("Success: {id} deleted and removed from backend."));
     crate::output::json(&serde_json::json!({ "action": "delete", "droplet": info }));
     Ok(())

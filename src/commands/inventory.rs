@@ -2,14 +2,13 @@
 //! configured store (the migration path to and from etcd).
 
 use super::{note, say, Ctx};
-use crate::inventory::Inventory;
 use anyhow::{Context, Result};
 use std::path::Path;
 
 /// Appends the IDs of the inventory file `from` that the store does not have yet, in the
 /// file's order. Running it twice changes nothing the second time.
 pub async fn import(ctx: &Ctx, from: &Path) -> Result<()> {
-    let file = Inventory::load(from)?;
+    let file = crate::store::file::read(from)?;
     let (inv, added) = ctx
         .locked(async || {
             let mut added = 0;

@@ -40,7 +40,7 @@ impl Ctx {
         if crate::output::settings().verbose {
             client = client.with_observer(Box::new(log_api_event));
         }
-        let store = Store::new(&cfg)?;
+        let store = Store::new(&cfg.store, &cfg.path)?;
         Ok(Ctx {
             cfg,
             client,

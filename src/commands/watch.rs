@@ -19,8 +19,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let cfg = &ctx.cfg;
     // A store that cannot be read at start is a configuration problem: fail fast.
-    let (_, revision) = ctx.store.load_for_watch().await?;
-    let mut changes = ctx.store.changes(revision, cfg.create.poll_interval);
+    let mut changes = ctx.store.watch(cfg.create.poll_interval).await?;
     note(&format!(
         "watching {} (debounce {:.1?})",
         ctx.store.describe(),
@@ -38,17 +37,8 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
             _ = int.recv() => break,
             changed = changes.next() => {
                 if let Err(e) = changed {
-                    if e.downcast_ref::<crate::store::etcd::Compacted>().is_some() {
-                        // History is gone: re-read everything and watch from now.
-                        warn(&format!("{e:#}"));
-                        match ctx.store.load_for_watch().await {
-                            Ok((_, rev)) => changes = ctx.store.changes(rev, cfg.create.poll_interval),
-                            Err(e) => warn(&format!("{e:#}")),
-                        }
-                    } else {
-                        warn(&format!("watching the inventory: {e:#}; still trying"));
-                        continue;
-                    }
+                    warn(&format!("watching the inventory: {e:#}; still trying"));
+                    continue;
                 }
                 // Debounce: a burst of changes (e.g. `create --count 10`) is one reload.
                 let started = Instant::now();

@@ -7,10 +7,13 @@
 //! The parts: `transport` (member failover, auth, the generic call path), `wire` (the JSON
 //! wire format), `lock` (the lease lock) and `watch` (the resumable watch).
 
+mod inventory;
 mod lock;
 mod transport;
 mod watch;
 mod wire;
+
+pub use inventory::{Conflict, EtcdChanges, EtcdStore, Read};
 
 pub use lock::Lock;
 pub use watch::{Compacted, Watch, WatchEvent};
@@ -29,6 +32,60 @@ use wire::{
 
 /// Keys a range call asks for at a time (`range_prefix` pages through bigger ranges).
 const RANGE_PAGE: i64 = 500;
+
+/// The etcd inventory backend's settings (`inventory:` section of doproxy.yml).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Client URLs, e.g. `http://10.0.0.5:2379`.
+    pub endpoints: Vec<String>,
+    /// Key prefix; the inventory is `<prefix>inventory`, the lock `<prefix>lock/`.
+    pub prefix: String,
+    /// etcd user, if authentication is on.
+    pub username: Option<String>,
+    /// etcd password (never printed).
+    pub password: Option<crate::secret::Secret>,
+    /// Lease TTL of the lock: how long a dead holder keeps others waiting.
+    pub lock_ttl: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// A PEM CA certificate for etcd's TLS certificates (private CA).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A PEM client certificate for etcd's `--client-cert-auth` (with `key_file`).
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's PEM private key.
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+impl Settings {
+    /// The client options: the PEM files read, the password exposed for the login call.
+    pub fn options(&self) -> Result<Options> {
+        let read_pem = |field: &str, path: Option<&std::path::Path>| match path {
+            None => Ok(None),
+            Some(p) => std::fs::read(p)
+                .map(Some)
+                .map_err(|e| crate::usage_error(format!("{field} {}: {e}", p.display()))),
+        };
+        let identity_pem = match (
+            read_pem("inventory.cert_file", self.cert_file.as_deref())?,
+            read_pem("inventory.key_file", self.key_file.as_deref())?,
+        ) {
+            (Some(mut cert), Some(key)) => {
+                cert.push(b'\n');
+                cert.extend(key);
+                Some(cert)
+            }
+            _ => None,
+        };
+        Ok(Options {
+            endpoints: self.endpoints.clone(),
+            timeout: self.timeout,
+            username: self.username.clone(),
+            password: self.password.as_ref().map(|p| p.expose().to_string()),
+            ca_pem: read_pem("inventory.ca_file", self.ca_file.as_deref())?,
+            identity_pem,
+        })
+    }
+}
 
 /// How to reach etcd.
 #[derive(Clone)]

@@ -1,0 +1,137 @@
+//! The inventory kept in one etcd key (the original file's text), changed by
+//! compare-and-swap on the key's revision, locked with the lease lock under the same prefix,
+//! watched with a resumable etcd watch.
+
+use super::{Client, Compacted, Compare, Lock, Op, Settings, Watch};
+use crate::inventory::Inventory;
+use anyhow::{Context, Result};
+use std::time::Duration;
+
+/// A compare-and-swap that lost: someone else changed the inventory in between.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} changed since it was read (another node changed the inventory); nothing was written, run the command again")]
+pub struct Conflict(pub String);
+
+/// The inventory in etcd.
+#[derive(Debug)]
+pub struct EtcdStore {
+    /// The client.
+    pub client: Client,
+    /// Its settings.
+    pub settings: Settings,
+    /// How long to wait for the lock.
+    pub lock_timeout: Duration,
+}
+
+/// An inventory read from etcd, with the key's `mod_revision` (0: no key yet) for the
+/// compare-and-swap that writes it back, and the cluster revision of the read (to watch
+/// from).
+#[derive(Debug)]
+pub struct Read {
+    /// The inventory.
+    pub inventory: Inventory,
+    /// The key's `mod_revision`.
+    pub mod_revision: i64,
+    /// The cluster revision the read was served at.
+    pub header_revision: i64,
+}
+
+impl EtcdStore {
+    /// The inventory key, `<prefix>inventory`.
+    pub fn key(&self) -> String {
+        format!("{}inventory", self.settings.prefix)
+    }
+
+    /// Reads the inventory key. A missing key is an empty inventory.
+    pub async fn read(&self) -> Result<Read> {
+        let key = self.key();
+        let (kvs, header_revision) = self
+            .client
+            .range_prefix(&key)
+            .await
+            .with_context(|| format!("cannot read etcd key {key}"))?;
+        let kv = kvs.into_iter().find(|kv| kv.key == key);
+        let (text, mod_revision) = kv.map_or((String::new(), 0), |kv| (kv.value, kv.mod_revision));
+        let inventory = Inventory::parse(&format!("etcd key {key}"), &text)?;
+        Ok(Read {
+            inventory,
+            mod_revision,
+            header_revision,
+        })
+    }
+
+    /// Writes `inv` if the key is still at `mod_revision` (0: if it does not exist yet).
+    pub async fn write(&self, inv: &Inventory, mod_revision: i64) -> Result<()> {
+        let key = self.key();
+        let guard = if mod_revision == 0 {
+            Compare::CreateRevision(key.clone(), 0)
+        } else {
+            Compare::ModRevision(key.clone(), mod_revision)
+        };
+        let put = Op::Put {
+            key: key.clone(),
+            value: inv.render(),
+            lease: None,
+        };
+        let r = self
+            .client
+            .txn(vec![guard], vec![put], vec![])
+            .await
+            .with_context(|| format!("cannot write etcd key {key}"))?;
+        if !r.succeeded {
+            return Err(Conflict(format!("etcd key {key}")).into());
+        }
+        Ok(())
+    }
+
+    /// Takes the cluster-wide lease lock `<prefix>lock`.
+    pub async fn lock(&self) -> Result<Lock> {
+        let ttl = i64::try_from(self.settings.lock_ttl.as_secs())
+            .unwrap_or(10)
+            .max(2);
+        let name = format!("{}lock", self.settings.prefix);
+        self.client
+            .lock(&name, ttl, self.lock_timeout)
+            .await
+            .with_context(|| format!("cannot take the etcd lock {name}"))
+    }
+
+    /// Change notices after the cluster revision `revision`.
+    pub fn changes(&self, revision: i64) -> EtcdChanges<'_> {
+        EtcdChanges {
+            store: self,
+            watch: Box::new(self.client.watch(&self.key(), revision + 1)),
+        }
+    }
+}
+
+/// An etcd watch on the inventory key for `reload --watch` (it reconnects and resumes by
+/// itself, and starts over from a fresh read when etcd compacted the history it needs).
+#[derive(Debug)]
+pub struct EtcdChanges<'a> {
+    store: &'a EtcdStore,
+    watch: Box<Watch>,
+}
+
+impl EtcdChanges<'_> {
+    /// Returns when the inventory changed (or may have: after a compaction). Cancel safe.
+    pub async fn next(&mut self) -> Result<()> {
+        loop {
+            match self.watch.next().await {
+                Ok(events) if events.is_empty() => continue,
+                Ok(_) => return Ok(()),
+                Err(e) if e.downcast_ref::<Compacted>().is_some() => {
+                    // History is gone: re-read and watch from now; the caller re-syncs.
+                    log::warn!("{e:#}");
+                    let read = self.store.read().await?;
+                    *self.watch = self
+                        .store
+                        .client
+                        .watch(&self.store.key(), read.header_revision + 1);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
