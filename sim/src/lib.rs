@@ -22,6 +22,7 @@ mod control;
 mod http;
 mod metadata;
 mod router;
+pub mod sandbox;
 mod state;
 mod util;
 
