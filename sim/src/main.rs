@@ -1,20 +1,68 @@
-//! `do-sim` command: runs the simulator until SIGTERM or SIGINT.
+//! `do-sim` command: runs the simulator until SIGTERM or SIGINT; `do-sim
+//! sandbox` also writes a loopback doproxy world pointing at it.
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use do_sim::sandbox::{self, DoproxyConfig, RetryOptions};
 use do_sim::{is_allowed_listen, Sim, SimOptions};
 
 /// A local DigitalOcean API v2 + droplet metadata simulator, on loopback only.
 #[derive(Parser, Debug)]
 #[command(
     name = "do-sim",
-    after_help = "Prints `do-sim listening on http://ADDR` once ready; exits on SIGTERM/SIGINT."
+    after_help = "Prints `do-sim listening on http://ADDR` once ready; exits on SIGTERM/SIGINT.",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    sim: SimArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs the simulator (always with --serve-apps) and writes a loopback doproxy world
+    /// into DIR: doproxy.yml pointing at it, etc/, an empty inventory and user-data.yml
+    Sandbox(SandboxArgs),
+}
+
+/// `do-sim sandbox`: where the world goes and how its doproxy.yml differs from the
+/// config of doproxy's tests (`do_sim::sandbox::DoproxyConfig::loopback`).
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Prints `do-sim listening on http://ADDR` once DIR is written; exits on SIGTERM/SIGINT."
+)]
+struct SandboxArgs {
+    /// Where to write the world (created if missing)
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Check and reload with a real HAProxy (master-worker; pidfile and sockets in DIR);
+    /// without it both commands are `true`
+    #[arg(long)]
+    haproxy: bool,
+    /// Port of HAProxy's frontend on 127.0.0.1 [default: a free port]
+    #[arg(long, value_name = "N")]
+    frontend_port: Option<u16>,
+    /// doproxy's poll_interval [default: the tests' 50ms]
+    #[arg(long, value_name = "DURATION")]
+    poll_interval: Option<String>,
+    /// doproxy's check_command, instead of the one --haproxy picks
+    #[arg(long, value_name = "CMD")]
+    check_command: Option<String>,
+    /// Leave doproxy's own defaults for its timeouts, retry policy and haproxy.check_inter
+    /// (the tests shorten them)
+    #[arg(long)]
+    default_timeouts: bool,
+    /// Copy this file as user-data.yml [default: a three-line cloud-config]
+    #[arg(long, value_name = "FILE")]
+    user_data: Option<PathBuf>,
     #[command(flatten)]
     sim: SimArgs,
 }
@@ -215,20 +263,20 @@ fn signal_waiter() -> anyhow::Result<impl FnOnce() -> anyhow::Result<()>> {
 
 fn main() -> ExitCode {
     // Usage errors exit with status 2, `--help` with 0.
-    let opts = Cli::parse().sim.options();
-    let wait = match signal_waiter() {
-        Ok(w) => w,
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("do-sim: {e:#}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    let sim = match Sim::start(opts) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("do-sim: {e:#}");
-            return ExitCode::FAILURE;
-        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let wait = signal_waiter()?;
+    let sim = match cli.command {
+        None => Sim::start(cli.sim.options())?,
+        Some(Command::Sandbox(args)) => start_sandbox(args)?,
     };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "do-sim listening on {}", sim.url());
@@ -236,13 +284,61 @@ fn main() -> ExitCode {
     drop(out);
     let res = wait();
     drop(sim);
-    match res {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("do-sim: {e:#}");
-            ExitCode::FAILURE
+    res
+}
+
+/// Starts the simulator and writes the world into `--dir`.
+fn start_sandbox(args: SandboxArgs) -> anyhow::Result<Sim> {
+    let dir =
+        std::path::absolute(&args.dir).with_context(|| format!("--dir {}", args.dir.display()))?;
+    let user_data = match &args.user_data {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
         }
+        None => sandbox::TEST_USER_DATA.to_string(),
+    };
+    let frontend_port = match args.frontend_port {
+        Some(p) => p,
+        None => sandbox::free_port().context("finding a free frontend port")?,
+    };
+    let mut opts = args.sim.options();
+    opts.serve_apps = true;
+    let (token, backend_port) = (opts.token.clone(), opts.backend_port);
+    let sim = Sim::start(opts)?;
+
+    let mut config = DoproxyConfig::loopback(
+        &dir,
+        &sim.url(),
+        &token,
+        backend_port,
+        frontend_port,
+        args.haproxy,
+    );
+    if let Some(p) = args.poll_interval {
+        config.poll_interval = Some(p);
     }
+    if let Some(c) = args.check_command {
+        config.check_command = Some(c);
+    }
+    if args.default_timeouts {
+        use_default_timeouts(&mut config);
+    }
+    sandbox::prepare_dir(&dir, &config, &user_data)
+        .with_context(|| format!("writing the sandbox into {}", dir.display()))?;
+    Ok(sim)
+}
+
+/// Leaves doproxy's own defaults for the timeouts, the retry policy and the
+/// health-check interval (`poll_interval` has a flag of its own).
+fn use_default_timeouts(c: &mut DoproxyConfig) {
+    c.wait_timeout = None;
+    c.not_found_grace = None;
+    c.api_timeout = None;
+    c.lock_timeout = None;
+    c.drain_timeout = None;
+    c.reload_verify_timeout = None;
+    c.retry = RetryOptions::default();
+    c.haproxy.check_inter = None;
 }
 
 #[cfg(test)]
@@ -254,6 +350,10 @@ mod tests {
     fn parse_args(args: &[String]) -> Result<Option<SimOptions>, String> {
         let argv = std::iter::once("do-sim".to_string()).chain(args.iter().cloned());
         match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                command: Some(Command::Sandbox(args)),
+                ..
+            }) => Ok(Some(args.sim.options())),
             Ok(cli) => Ok(Some(cli.sim.options())),
             Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => Ok(None),
             Err(e) => Err(e.to_string()),
@@ -299,6 +399,43 @@ mod tests {
         assert_eq!(o.metadata.public_ipv4, "127.0.0.9");
         assert_eq!(o.metadata.hostname, "lb");
         assert_eq!(o.metadata.tags, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn parses_the_sandbox_mode() {
+        let cli = Cli::try_parse_from([
+            "do-sim",
+            "sandbox",
+            "--dir",
+            "w",
+            "--haproxy",
+            "--frontend-port",
+            "9",
+            "--poll-interval=1s",
+            "--check-command",
+            "haproxy -c -f {config}",
+            "--default-timeouts",
+            "--user-data",
+            "u.yml",
+            "--token",
+            "T",
+            "--backend-port=12",
+        ])
+        .unwrap();
+        let Some(Command::Sandbox(a)) = cli.command else {
+            panic!("not the sandbox mode: {cli:?}");
+        };
+        assert_eq!(a.dir, PathBuf::from("w"));
+        assert!(a.haproxy && a.default_timeouts);
+        assert_eq!(a.frontend_port, Some(9));
+        assert_eq!(a.poll_interval.as_deref(), Some("1s"));
+        assert_eq!(a.check_command.as_deref(), Some("haproxy -c -f {config}"));
+        assert_eq!(a.user_data, Some(PathBuf::from("u.yml")));
+        let o = a.sim.options();
+        assert_eq!((o.token.as_str(), o.backend_port), ("T", 12));
+        // Simulator flags go after `sandbox`, and --dir is required.
+        assert!(Cli::try_parse_from(["do-sim", "--seed", "2", "sandbox", "--dir", "w"]).is_err());
+        assert!(Cli::try_parse_from(["do-sim", "sandbox"]).is_err());
     }
 
     #[test]
