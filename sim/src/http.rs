@@ -1,5 +1,6 @@
 //! HTTP/1.1 plumbing on hyper: accept loops, per-connection tasks, the
-//! connection wrapper used for simulated resets, response helpers.
+//! connection wrapper used for simulated resets, response helpers. It knows no
+//! handler: whoever serves passes one in.
 
 use std::future::Future;
 use std::io;
@@ -17,8 +18,6 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-
-use crate::state::Inner;
 
 pub(crate) type Resp = Response<Full<Bytes>>;
 
@@ -130,10 +129,15 @@ where
     }
 }
 
-/// Serves the API, metadata and control endpoints.
-pub(crate) async fn serve_api(listener: TcpListener, inner: Arc<Inner>) {
+/// Serves `handler` on `listener` until dropped; an [`Outcome::Reset`] drops
+/// the connection with a TCP RST instead of answering.
+pub(crate) async fn serve<H, Fut>(listener: TcpListener, handler: H)
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
     accept_loop(listener, move |stream| {
-        let inner = inner.clone();
+        let handler = handler.clone();
         async move {
             let reset = Arc::new(AtomicBool::new(false));
             let io = ResetIo {
@@ -141,10 +145,10 @@ pub(crate) async fn serve_api(listener: TcpListener, inner: Arc<Inner>) {
                 reset: reset.clone(),
             };
             let svc = service_fn(move |req: Request<Incoming>| {
-                let inner = inner.clone();
                 let reset = reset.clone();
+                let answer = handler(req);
                 async move {
-                    match crate::api::route(inner, req).await {
+                    match answer.await {
                         Outcome::Respond(r) => Ok(r),
                         Outcome::Reset => {
                             reset.store(true, Ordering::SeqCst);

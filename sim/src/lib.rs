@@ -21,6 +21,8 @@ mod apps;
 mod control;
 mod http;
 mod metadata;
+mod router;
+pub mod sandbox;
 mod state;
 mod util;
 
@@ -290,7 +292,7 @@ impl Sim {
             Instant::now(),
         ));
 
-        rt.spawn(http::serve_api(listener, inner.clone()));
+        rt.spawn(router::serve(listener, inner.clone()));
 
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()

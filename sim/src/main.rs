@@ -1,137 +1,240 @@
-//! `do-sim` command: runs the simulator until SIGTERM or SIGINT.
+//! `do-sim` command: runs the simulator until SIGTERM or SIGINT; `do-sim
+//! sandbox` also writes a loopback doproxy world pointing at it.
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use do_sim::sandbox::{self, DoproxyConfig, RetryOptions};
 use do_sim::{is_allowed_listen, Sim, SimOptions};
 
-const USAGE: &str = "\
-usage: do-sim [options]
-
-  --listen ADDR                    127.0.0.0/8 address:port to listen on (default 127.0.0.1:0)
-  --token T                        bearer token the API accepts (default sim-token)
-  --active-after-ms N              new -> active delay (default 3000)
-  --not-found-after-create-ms N    a new droplet is 404 / unlisted this long (default 0)
-  --delete-linger-ms N             a deleted droplet stays visible this long (default 0)
-  --create-failure-rate F          fraction of creates whose action ends errored (default 0)
-  --latency-ms N                   added to every API request (default 0)
-  --rate-limit-per-minute N|off    per-minute request limit (default 250)
-  --rate-limit-per-hour N          per-hour request limit (default 5000)
-  --error-rate F                   fraction of API requests answered 500/502/503 (default 0)
-  --reset-rate F                   fraction of API requests whose connection is reset (default 0)
-  --seed N                         PRNG seed (default 1)
-  --droplet-limit N                account droplet limit (default 25)
-  --serve-apps                     run an HTTP app per active droplet on private_ip:backend_port
-  --backend-port N                 port of those apps (default 8080)
-  --app-boot-delay-ms N            delay after active before an app accepts (default 0)
-  --metadata-id N                  metadata droplet id (default 1000)
-  --metadata-hostname H            metadata hostname (default sim-lb)
-  --metadata-public-ipv4 IP        metadata public address (default 127.0.0.1)
-  --metadata-private-ipv4 IP       metadata private address (default 127.0.0.1)
-  --metadata-region R              metadata region (default nyc3)
-  --metadata-user-data S           metadata user-data (default empty)
-  --metadata-tags A,B              metadata tags (default none)
-  -h, --help                       this text
-
-Prints `do-sim listening on http://ADDR` once ready; exits on SIGTERM/SIGINT.
-";
-
-fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse::<T>()
-        .map_err(|_| format!("{flag}: invalid value {v:?}"))
+/// A local DigitalOcean API v2 + droplet metadata simulator, on loopback only.
+#[derive(Parser, Debug)]
+#[command(
+    name = "do-sim",
+    after_help = "Prints `do-sim listening on http://ADDR` once ready; exits on SIGTERM/SIGINT.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    sim: SimArgs,
 }
 
-fn parse_rate(flag: &str, v: &str) -> Result<f64, String> {
-    let f: f64 = parse_num(flag, v)?;
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs the simulator (always with --serve-apps) and writes a loopback doproxy world
+    /// into DIR: doproxy.yml pointing at it, etc/, an empty inventory and user-data.yml
+    Sandbox(SandboxArgs),
+}
+
+/// `do-sim sandbox`: where the world goes and how its doproxy.yml differs from the
+/// config of doproxy's tests (`do_sim::sandbox::DoproxyConfig::loopback`).
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Prints `do-sim listening on http://ADDR` once DIR is written; exits on SIGTERM/SIGINT."
+)]
+struct SandboxArgs {
+    /// Where to write the world (created if missing)
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Check and reload with a real HAProxy (master-worker; pidfile and sockets in DIR);
+    /// without it both commands are `true`
+    #[arg(long)]
+    haproxy: bool,
+    /// Port of HAProxy's frontend on 127.0.0.1 [default: a free port]
+    #[arg(long, value_name = "N")]
+    frontend_port: Option<u16>,
+    /// doproxy's poll_interval [default: the tests' 50ms]
+    #[arg(long, value_name = "DURATION")]
+    poll_interval: Option<String>,
+    /// doproxy's check_command, instead of the one --haproxy picks
+    #[arg(long, value_name = "CMD")]
+    check_command: Option<String>,
+    /// Leave doproxy's own defaults for its timeouts, retry policy and haproxy.check_inter
+    /// (the tests shorten them)
+    #[arg(long)]
+    default_timeouts: bool,
+    /// Copy this file as user-data.yml [default: a three-line cloud-config]
+    #[arg(long, value_name = "FILE")]
+    user_data: Option<PathBuf>,
+    #[command(flatten)]
+    sim: SimArgs,
+}
+
+/// The simulator's flags; every default is [`SimOptions::default`]'s.
+#[derive(Args, Debug)]
+struct SimArgs {
+    /// 127.0.0.0/8 address:port to listen on
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen, default_value_t = defaults().listen)]
+    listen: SocketAddr,
+    /// Bearer token the API accepts
+    #[arg(long, value_name = "T", default_value_t = defaults().token)]
+    token: String,
+    /// New -> active delay, in ms
+    #[arg(long, value_name = "N", default_value_t = ms(defaults().active_after))]
+    active_after_ms: u64,
+    /// A new droplet is 404 / unlisted this long, in ms
+    #[arg(long, value_name = "N", default_value_t = ms(defaults().not_found_after_create))]
+    not_found_after_create_ms: u64,
+    /// A deleted droplet stays visible this long, in ms
+    #[arg(long, value_name = "N", default_value_t = ms(defaults().delete_linger))]
+    delete_linger_ms: u64,
+    /// Fraction (0..=1) of creates whose action ends errored
+    #[arg(long, value_name = "F", value_parser = parse_rate, default_value_t = defaults().create_failure_rate)]
+    create_failure_rate: f64,
+    /// Added to every API request, in ms
+    #[arg(long, value_name = "N", default_value_t = ms(defaults().latency))]
+    latency_ms: u64,
+    /// Per-minute request limit, or `off`
+    #[arg(long, value_name = "N|off", value_parser = parse_per_minute, default_value_t = PerMinute(defaults().rate_limit_per_minute))]
+    rate_limit_per_minute: PerMinute,
+    /// Per-hour request limit
+    #[arg(long, value_name = "N", default_value_t = defaults().rate_limit_per_hour)]
+    rate_limit_per_hour: u32,
+    /// Fraction (0..=1) of API requests answered 500/502/503
+    #[arg(long, value_name = "F", value_parser = parse_rate, default_value_t = defaults().error_rate)]
+    error_rate: f64,
+    /// Fraction (0..=1) of API requests whose connection is reset
+    #[arg(long, value_name = "F", value_parser = parse_rate, default_value_t = defaults().reset_rate)]
+    reset_rate: f64,
+    /// PRNG seed
+    #[arg(long, value_name = "N", default_value_t = defaults().seed)]
+    seed: u64,
+    /// Account droplet limit
+    #[arg(long, value_name = "N", default_value_t = defaults().droplet_limit)]
+    droplet_limit: u32,
+    /// Run an HTTP app per active droplet on private_ip:backend_port
+    #[arg(long)]
+    serve_apps: bool,
+    /// Port of those apps
+    #[arg(long, value_name = "N", default_value_t = defaults().backend_port)]
+    backend_port: u16,
+    /// Delay after active before an app accepts, in ms
+    #[arg(long, value_name = "N", default_value_t = ms(defaults().app_boot_delay))]
+    app_boot_delay_ms: u64,
+    /// Metadata droplet id
+    #[arg(long, value_name = "N", default_value_t = defaults().metadata.id)]
+    metadata_id: u64,
+    /// Metadata hostname
+    #[arg(long, value_name = "H", default_value_t = defaults().metadata.hostname)]
+    metadata_hostname: String,
+    /// Metadata public address
+    #[arg(long, value_name = "IP", default_value_t = defaults().metadata.public_ipv4)]
+    metadata_public_ipv4: String,
+    /// Metadata private address
+    #[arg(long, value_name = "IP", default_value_t = defaults().metadata.private_ipv4)]
+    metadata_private_ipv4: String,
+    /// Metadata region
+    #[arg(long, value_name = "R", default_value_t = defaults().metadata.region)]
+    metadata_region: String,
+    /// Metadata user-data [default: empty]
+    #[arg(long, value_name = "S")]
+    metadata_user_data: Option<String>,
+    /// Metadata tags, comma-separated [default: none]
+    #[arg(long, value_name = "A,B", value_parser = parse_tags)]
+    metadata_tags: Option<Tags>,
+}
+
+fn defaults() -> SimOptions {
+    SimOptions::default()
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// `--rate-limit-per-minute`: a number, or `off` (`None`).
+#[derive(Clone, Copy, Debug)]
+struct PerMinute(Option<u32>);
+
+impl std::fmt::Display for PerMinute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+/// `--metadata-tags`: comma-separated, empty parts dropped.
+#[derive(Clone, Debug)]
+struct Tags(Vec<String>);
+
+fn parse_listen(v: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = v
+        .parse()
+        .map_err(|_| "expected an IPv4 address:port".to_string())?;
+    if !is_allowed_listen(&addr) {
+        return Err(format!("{addr}: only 127.0.0.0/8 addresses are allowed"));
+    }
+    Ok(addr)
+}
+
+fn parse_rate(v: &str) -> Result<f64, String> {
+    let f: f64 = v
+        .parse()
+        .map_err(|_| "expected a number between 0 and 1".to_string())?;
     if !(0.0..=1.0).contains(&f) {
-        return Err(format!("{flag}: must be between 0 and 1, got {v}"));
+        return Err(format!("must be between 0 and 1, got {v}"));
     }
     Ok(f)
 }
 
-fn ms(flag: &str, v: &str) -> Result<Duration, String> {
-    parse_num::<u64>(flag, v).map(Duration::from_millis)
+fn parse_per_minute(v: &str) -> Result<PerMinute, String> {
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(PerMinute(None));
+    }
+    v.parse()
+        .map(|n| PerMinute(Some(n)))
+        .map_err(|_| "expected a number or `off`".to_string())
 }
 
-/// `Ok(None)` means `--help`.
-fn parse_args(args: &[String]) -> Result<Option<SimOptions>, String> {
-    let mut o = SimOptions::default();
-    let mut i = 0;
-    while i < args.len() {
-        let arg = args[i].as_str();
-        // Accept both `--flag value` and `--flag=value`.
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg, None),
-        };
-        if flag == "-h" || flag == "--help" {
-            return Ok(None);
+fn parse_tags(v: &str) -> Result<Tags, String> {
+    Ok(Tags(
+        v.split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+    ))
+}
+
+impl SimArgs {
+    fn options(self) -> SimOptions {
+        let d = defaults();
+        SimOptions {
+            token: self.token,
+            listen: self.listen,
+            active_after: Duration::from_millis(self.active_after_ms),
+            not_found_after_create: Duration::from_millis(self.not_found_after_create_ms),
+            delete_linger: Duration::from_millis(self.delete_linger_ms),
+            create_failure_rate: self.create_failure_rate,
+            latency: Duration::from_millis(self.latency_ms),
+            rate_limit_per_minute: self.rate_limit_per_minute.0,
+            rate_limit_per_hour: self.rate_limit_per_hour,
+            error_rate: self.error_rate,
+            reset_rate: self.reset_rate,
+            seed: self.seed,
+            droplet_limit: self.droplet_limit,
+            serve_apps: self.serve_apps,
+            backend_port: self.backend_port,
+            app_boot_delay: Duration::from_millis(self.app_boot_delay_ms),
+            metadata: do_sim::MetadataIdentity {
+                id: self.metadata_id,
+                hostname: self.metadata_hostname,
+                public_ipv4: self.metadata_public_ipv4,
+                private_ipv4: self.metadata_private_ipv4,
+                user_data: self.metadata_user_data.unwrap_or(d.metadata.user_data),
+                region: self.metadata_region,
+                tags: self.metadata_tags.map_or(d.metadata.tags, |t| t.0),
+            },
         }
-        if flag == "--serve-apps" {
-            o.serve_apps = true;
-            i += 1;
-            continue;
-        }
-        let value = match inline {
-            Some(v) => v,
-            None => {
-                i += 1;
-                args.get(i)
-                    .cloned()
-                    .ok_or_else(|| format!("{flag} needs a value"))?
-            }
-        };
-        let v = value.as_str();
-        match flag {
-            "--listen" => {
-                let addr: SocketAddr = parse_num(flag, v)?;
-                if !is_allowed_listen(&addr) {
-                    return Err(format!(
-                        "--listen {addr}: only 127.0.0.0/8 addresses are allowed"
-                    ));
-                }
-                o.listen = addr;
-            }
-            "--token" => o.token = value.clone(),
-            "--active-after-ms" => o.active_after = ms(flag, v)?,
-            "--not-found-after-create-ms" => o.not_found_after_create = ms(flag, v)?,
-            "--delete-linger-ms" => o.delete_linger = ms(flag, v)?,
-            "--create-failure-rate" => o.create_failure_rate = parse_rate(flag, v)?,
-            "--latency-ms" => o.latency = ms(flag, v)?,
-            "--rate-limit-per-minute" => {
-                o.rate_limit_per_minute = if v.eq_ignore_ascii_case("off") {
-                    None
-                } else {
-                    Some(parse_num(flag, v)?)
-                }
-            }
-            "--rate-limit-per-hour" => o.rate_limit_per_hour = parse_num(flag, v)?,
-            "--error-rate" => o.error_rate = parse_rate(flag, v)?,
-            "--reset-rate" => o.reset_rate = parse_rate(flag, v)?,
-            "--seed" => o.seed = parse_num(flag, v)?,
-            "--droplet-limit" => o.droplet_limit = parse_num(flag, v)?,
-            "--backend-port" => o.backend_port = parse_num(flag, v)?,
-            "--app-boot-delay-ms" => o.app_boot_delay = ms(flag, v)?,
-            "--metadata-id" => o.metadata.id = parse_num(flag, v)?,
-            "--metadata-hostname" => o.metadata.hostname = value.clone(),
-            "--metadata-public-ipv4" => o.metadata.public_ipv4 = value.clone(),
-            "--metadata-private-ipv4" => o.metadata.private_ipv4 = value.clone(),
-            "--metadata-region" => o.metadata.region = value.clone(),
-            "--metadata-user-data" => o.metadata.user_data = value.clone(),
-            "--metadata-tags" => {
-                o.metadata.tags = v
-                    .split(',')
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            }
-            other => return Err(format!("unknown option {other:?} (see --help)")),
-        }
-        i += 1;
     }
-    Ok(Some(o))
 }
 
 /// Installs the SIGTERM/SIGINT handlers (before the "listening" line is
@@ -159,39 +262,8 @@ fn signal_waiter() -> anyhow::Result<impl FnOnce() -> anyhow::Result<()>> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = match parse_args(&args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("do-sim: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let wait = match signal_waiter() {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("do-sim: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let sim = match Sim::start(opts) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("do-sim: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "do-sim listening on {}", sim.url());
-    let _ = out.flush();
-    drop(out);
-    let res = wait();
-    drop(sim);
-    match res {
+    // Usage errors exit with status 2, `--help` with 0.
+    match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("do-sim: {e:#}");
@@ -200,9 +272,98 @@ fn main() -> ExitCode {
     }
 }
 
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let wait = signal_waiter()?;
+    let sim = match cli.command {
+        None => Sim::start(cli.sim.options())?,
+        Some(Command::Sandbox(args)) => start_sandbox(args)?,
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "do-sim listening on {}", sim.url());
+    let _ = out.flush();
+    drop(out);
+    let res = wait();
+    drop(sim);
+    res
+}
+
+/// Starts the simulator and writes the world into `--dir`.
+fn start_sandbox(args: SandboxArgs) -> anyhow::Result<Sim> {
+    let dir =
+        std::path::absolute(&args.dir).with_context(|| format!("--dir {}", args.dir.display()))?;
+    let user_data = match &args.user_data {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => sandbox::TEST_USER_DATA.to_string(),
+    };
+    let frontend_port = match args.frontend_port {
+        Some(p) => p,
+        None => sandbox::free_port().context("finding a free frontend port")?,
+    };
+    let mut opts = args.sim.options();
+    opts.serve_apps = true;
+    let (token, backend_port) = (opts.token.clone(), opts.backend_port);
+    let sim = Sim::start(opts)?;
+
+    let mut config = DoproxyConfig::loopback(
+        &dir,
+        &sim.url(),
+        &token,
+        backend_port,
+        frontend_port,
+        args.haproxy,
+    );
+    if let Some(p) = args.poll_interval {
+        config.poll_interval = Some(p);
+    }
+    if let Some(c) = args.check_command {
+        config.check_command = Some(c);
+    }
+    if args.default_timeouts {
+        use_default_timeouts(&mut config);
+    }
+    sandbox::prepare_dir(&dir, &config, &user_data)
+        .with_context(|| format!("writing the sandbox into {}", dir.display()))?;
+    Ok(sim)
+}
+
+/// Leaves doproxy's own defaults for the timeouts, the retry policy and the
+/// health-check interval (`poll_interval` has a flag of its own).
+fn use_default_timeouts(c: &mut DoproxyConfig) {
+    c.wait_timeout = None;
+    c.not_found_grace = None;
+    c.api_timeout = None;
+    c.lock_timeout = None;
+    c.drain_timeout = None;
+    c.reload_verify_timeout = None;
+    c.retry = RetryOptions::default();
+    c.haproxy.check_inter = None;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+
+    /// The options the command line gives; `Ok(None)` means `--help`.
+    fn parse_args(args: &[String]) -> Result<Option<SimOptions>, String> {
+        let argv = std::iter::once("do-sim".to_string()).chain(args.iter().cloned());
+        match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                command: Some(Command::Sandbox(args)),
+                ..
+            }) => Ok(Some(args.sim.options())),
+            Ok(cli) => Ok(Some(cli.sim.options())),
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_string).collect()
@@ -238,6 +399,43 @@ mod tests {
         assert_eq!(o.metadata.public_ipv4, "127.0.0.9");
         assert_eq!(o.metadata.hostname, "lb");
         assert_eq!(o.metadata.tags, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn parses_the_sandbox_mode() {
+        let cli = Cli::try_parse_from([
+            "do-sim",
+            "sandbox",
+            "--dir",
+            "w",
+            "--haproxy",
+            "--frontend-port",
+            "9",
+            "--poll-interval=1s",
+            "--check-command",
+            "haproxy -c -f {config}",
+            "--default-timeouts",
+            "--user-data",
+            "u.yml",
+            "--token",
+            "T",
+            "--backend-port=12",
+        ])
+        .unwrap();
+        let Some(Command::Sandbox(a)) = cli.command else {
+            panic!("not the sandbox mode: {cli:?}");
+        };
+        assert_eq!(a.dir, PathBuf::from("w"));
+        assert!(a.haproxy && a.default_timeouts);
+        assert_eq!(a.frontend_port, Some(9));
+        assert_eq!(a.poll_interval.as_deref(), Some("1s"));
+        assert_eq!(a.check_command.as_deref(), Some("haproxy -c -f {config}"));
+        assert_eq!(a.user_data, Some(PathBuf::from("u.yml")));
+        let o = a.sim.options();
+        assert_eq!((o.token.as_str(), o.backend_port), ("T", 12));
+        // Simulator flags go after `sandbox`, and --dir is required.
+        assert!(Cli::try_parse_from(["do-sim", "--seed", "2", "sandbox", "--dir", "w"]).is_err());
+        assert!(Cli::try_parse_from(["do-sim", "sandbox"]).is_err());
     }
 
     #[test]

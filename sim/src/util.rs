@@ -1,8 +1,10 @@
 //! Small helpers: a seeded PRNG, RFC 3339 formatting, UUID-shaped ids and
-//! query-string handling. All hand-written to keep the dependency list short.
+//! query-string handling (on `form_urlencoded` and `percent-encoding`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// SplitMix64: tiny, fast, good enough for fault injection and ids.
 #[derive(Clone, Debug)]
@@ -120,69 +122,34 @@ pub(crate) fn rfc3339(epoch_secs: u64) -> String {
     )
 }
 
-/// Percent-encodes everything except RFC 3986 unreserved characters.
+/// What [`pct_encode`] leaves alone: the RFC 3986 unreserved characters.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes everything except RFC 3986 unreserved characters (a space is `%20`).
 pub(crate) fn pct_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
-/// Decodes one `application/x-www-form-urlencoded` component ('+' is a space).
-pub(crate) fn pct_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'%' => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                let hi = bytes.get(i + 1).copied().and_then(hex);
-                let lo = bytes.get(i + 2).copied().and_then(hex);
-                match (hi, lo) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                    }
-                    _ => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Splits a raw query string into decoded (key, value) pairs, in order.
+/// Splits a raw query string into decoded (key, value) pairs, in order, as
+/// `application/x-www-form-urlencoded` (`+` is a space; a bad `%` escape stays as it is).
 pub(crate) fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
-    let Some(q) = q else { return Vec::new() };
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (pct_decode(k), pct_decode(v)),
-            None => (pct_decode(p), String::new()),
-        })
+    form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .into_owned()
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One component decoded the way [`parse_query`] decodes it.
+    fn pct_decode(s: &str) -> String {
+        parse_query(Some(&format!("k={s}"))).remove(0).1
+    }
 
     #[test]
     fn rfc3339_known_values() {
