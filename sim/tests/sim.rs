@@ -1443,7 +1443,7 @@ fn parallel_sims_share_a_backend_port() {
 // ------------------------------------------------------------------ conformance
 
 fn example(name: &str) -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/digitalocean/");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/digitalocean/");
     let text = std::fs::read_to_string(format!("{path}{name}"))
         .unwrap_or_else(|e| panic!("reading {path}{name}: {e}"));
     serde_json::from_str(&text).unwrap()
