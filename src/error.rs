@@ -36,7 +36,7 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     while let Some(s) = src {
         let text = s.to_string();
         // Some libraries repeat their source's text in their own message.
-        if !parts.last().is_some_and(|p| p.contains(&text)) {
+        if !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
         src = s.source();

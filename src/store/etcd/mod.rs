@@ -24,7 +24,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use transport::{error_chain, Retry};
+use transport::Retry;
 use wire::{
     b64_encode, prefix_range, put_body, txn_body, DeleteResponse, HeaderOnly, LeaseGrantResponse,
     LeaseKeepAliveResponse, RangeResponse, RawKv, TxnResponse,
@@ -255,7 +255,7 @@ impl Client {
             let ca = reqwest::Certificate::from_pem(pem).map_err(|e| {
                 anyhow!(
                     "etcd: the CA certificate is not usable PEM: {}",
-                    error_chain(&e)
+                    crate::error::chain(&e)
                 )
             })?;
             builder = builder.add_root_certificate(ca);
@@ -267,9 +267,12 @@ impl Client {
             })?;
             builder = builder.identity(id);
         }
-        let http = builder
-            .build()
-            .map_err(|e| anyhow!("etcd: cannot build the HTTP client: {}", error_chain(&e)))?;
+        let http = builder.build().map_err(|e| {
+            anyhow!(
+                "etcd: cannot build the HTTP client: {}",
+                crate::error::chain(&e)
+            )
+        })?;
         Ok(Client {
             inner: Arc::new(Inner {
                 http,

@@ -16,7 +16,7 @@
 //! makes it authenticate again (once per call). Errors are one line and never contain
 //! the password.
 
-use super::wire::parse_answer;
+use super::wire::{parse_answer, CallError};
 use super::Client;
 use anyhow::{anyhow, bail, Result};
 use serde::de::DeserializeOwned;
@@ -41,30 +41,6 @@ pub(super) enum Retry {
     /// Only repeated when the failure proves it was not applied.
     IfNotApplied,
 }
-
-/// Why one attempt failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum CallError {
-    /// The request never reached etcd, or etcd refused it before applying it.
-    NotApplied(String),
-    /// No (complete) answer: timeout, connection lost, 5xx. It may have been applied.
-    Unknown(String),
-    /// The auth token is missing, expired or invalid.
-    Auth(String),
-    /// A definite answer: bad request, not found, permission denied...
-    Rejected(String),
-}
-
-/// Server messages meaning "nothing was applied, try again (elsewhere)".
-const NOT_APPLIED_MESSAGES: &[&str] = &[
-    "etcdserver: no leader",
-    "etcdserver: not capable",
-    "etcdserver: too many requests",
-    "raft proposal dropped",
-];
-
-/// Server messages meaning "get a new auth token".
-pub(super) const AUTH_MESSAGES: &[&str] = &["invalid auth token", "user name is empty"];
 
 impl Client {
     pub(super) async fn call<T: DeserializeOwned>(
@@ -232,37 +208,11 @@ impl Client {
     }
 }
 
-pub(super) fn classify_status(status: u16, msg: &str) -> CallError {
-    if status == 401 || AUTH_MESSAGES.iter().any(|m| msg.contains(m)) {
-        CallError::Auth(msg.to_string())
-    } else if NOT_APPLIED_MESSAGES.iter().any(|m| msg.contains(m)) {
-        CallError::NotApplied(msg.to_string())
-    } else if status >= 500 || status == 429 || status == 408 {
-        CallError::Unknown(msg.to_string())
-    } else {
-        CallError::Rejected(msg.to_string())
-    }
-}
-
 fn classify_transport(e: &reqwest::Error) -> CallError {
-    let msg = error_chain(e);
+    let msg = crate::error::chain(e);
     if e.is_connect() {
         CallError::NotApplied(msg)
     } else {
         CallError::Unknown(msg)
     }
-}
-
-/// An error and its sources on one line.
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }

@@ -1,7 +1,10 @@
 //! The resumable watch of a key prefix: [`Client::watch`], [`Watch`], its events, [`Compacted`].
 
-use super::transport::{classify_status, error_chain, CallError, AUTH_MESSAGES, REQUIRE_LEADER};
-use super::wire::{b64_encode, parse_answer, prefix_range, stream_error, take_line, WatchResponse};
+use super::transport::REQUIRE_LEADER;
+use super::wire::{
+    b64_encode, classify_status, parse_answer, prefix_range, stream_error, take_line, CallError,
+    WatchResponse, AUTH_MESSAGES,
+};
 use super::{Client, KeyValue};
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
@@ -174,7 +177,7 @@ impl Watch {
                         }
                     }
                     Ok(Ok(None)) => self.broken("stream ended".to_string()),
-                    Ok(Err(e)) => self.broken(error_chain(&e)),
+                    Ok(Err(e)) => self.broken(crate::error::chain(&e)),
                     Err(_) => {
                         let idx = conn.endpoint;
                         if !self.probe(idx).await {
@@ -269,7 +272,7 @@ impl Watch {
         }
         let resp = match tokio::time::timeout(inner.timeout, req.send()).await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(client.clean(&error_chain(&e), endpoint)),
+            Ok(Err(e)) => return Err(client.clean(&crate::error::chain(&e), endpoint)),
             Err(_) => return Err(format!("{endpoint}: timed out starting the watch")),
         };
         let status = resp.status().as_u16();

@@ -6,7 +6,6 @@
 //! Streaming RPCs (`/v3/watch`, `/v3/lease/keepalive`) answer with newline-delimited
 //! `{"result":{...}}` objects, or `{"error":{...}}` when the stream fails.
 
-use super::transport::{classify_status, CallError};
 use super::{Compare, KeyValue, Op, WatchEvent};
 use anyhow::{anyhow, bail, Result};
 use base64::alphabet;
@@ -224,6 +223,43 @@ impl RawEvent {
         } else {
             WatchEvent::Put(kv)
         })
+    }
+}
+
+/// Why one attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum CallError {
+    /// The request never reached etcd, or etcd refused it before applying it.
+    NotApplied(String),
+    /// No (complete) answer: timeout, connection lost, 5xx. It may have been applied.
+    Unknown(String),
+    /// The auth token is missing, expired or invalid.
+    Auth(String),
+    /// A definite answer: bad request, not found, permission denied...
+    Rejected(String),
+}
+
+/// Server messages meaning "nothing was applied, try again (elsewhere)".
+const NOT_APPLIED_MESSAGES: &[&str] = &[
+    "etcdserver: no leader",
+    "etcdserver: not capable",
+    "etcdserver: too many requests",
+    "raft proposal dropped",
+];
+
+/// Server messages meaning "get a new auth token".
+pub(super) const AUTH_MESSAGES: &[&str] = &["invalid auth token", "user name is empty"];
+
+/// The error class of an HTTP status and etcd message.
+pub(super) fn classify_status(status: u16, msg: &str) -> CallError {
+    if status == 401 || AUTH_MESSAGES.iter().any(|m| msg.contains(m)) {
+        CallError::Auth(msg.to_string())
+    } else if NOT_APPLIED_MESSAGES.iter().any(|m| msg.contains(m)) {
+        CallError::NotApplied(msg.to_string())
+    } else if status >= 500 || status == 429 || status == 408 {
+        CallError::Unknown(msg.to_string())
+    } else {
+        CallError::Rejected(msg.to_string())
     }
 }
 
