@@ -56,6 +56,7 @@ struct RawConfig {
     drain_timeout: Option<RawDuration>,
     reload_verify_timeout: Option<RawDuration>,
     command_timeout: Option<RawDuration>,
+    max_unplanned_shrink: Option<f64>,
     readiness_check: Option<bool>,
     readiness_path: Option<String>,
     watch_debounce: Option<RawDuration>,
@@ -504,6 +505,16 @@ impl Config {
                 .unwrap_or_else(|| "systemctl reload haproxy".into()),
             workdir: r.base.clone(),
             command_env: haproxy::exec::child_env(path),
+            max_unplanned_shrink: match raw.max_unplanned_shrink {
+                None => 0.5,
+                Some(f) if (0.0..=1.0).contains(&f) => f,
+                Some(f) => {
+                    return Err(r.bad(
+                        "max_unplanned_shrink",
+                        format!("{f} is not a fraction between 0 and 1 (e.g. 0.5)"),
+                    ))
+                }
+            },
             command_timeout: r.dur(
                 "command_timeout",
                 raw.command_timeout,

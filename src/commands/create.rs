@@ -6,7 +6,7 @@
 use super::{note, say, warn, Ctx};
 use crate::digitalocean::{Created, Droplet, MAX_NAMES_PER_CREATE};
 use crate::fleet::{DropletInfo, Fleet};
-use crate::haproxy::Haproxy;
+use crate::haproxy::{Change, Haproxy};
 use crate::output;
 use anyhow::{anyhow, bail, Context, Result};
 use std::time::{Duration, Instant};
@@ -340,7 +340,7 @@ async fn add_locked(
 ) -> Result<()> {
     let servers = fleet.servers(inv, None);
     let ids: Vec<String> = ready.iter().map(|p| p.id.to_string()).collect();
-    ctx.apply(&servers, false).await.with_context(|| {
+    ctx.apply(Change::to(&servers)).await.with_context(|| {
         format!(
             "droplet(s) {} are active and in the inventory, but HAProxy was not updated",
             ids.join(", ")

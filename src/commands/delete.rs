@@ -6,7 +6,7 @@
 use super::{note, say, show_preview, Ctx};
 use crate::error::usage_error;
 use crate::fleet::DropletInfo;
-use crate::haproxy::server_name;
+use crate::haproxy::{server_name, Change};
 use anyhow::{Context, Result};
 
 /// Which droplet to delete.
@@ -85,7 +85,12 @@ async fn delete_locked(ctx: &Ctx, which: Which, dry_run: bool) -> Result<()> {
     if drained {
         note(&format!("drained {server}"));
     }
-    if let Err(e) = haproxy.apply(&servers, false).await {
+    let change = Change {
+        servers: &servers,
+        removing: &[id],
+        force: false,
+    };
+    if let Err(e) = haproxy.apply(change).await {
         if drained {
             // HAProxy still runs the old config: give the server its traffic back.
             haproxy.undrain(id).await;

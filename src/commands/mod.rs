@@ -12,7 +12,7 @@ pub mod watch;
 use crate::config::Config;
 use crate::digitalocean::{Client, Event};
 use crate::fleet::Fleet;
-use crate::haproxy::{self, Haproxy, Server};
+use crate::haproxy::{self, Change, Haproxy, Server};
 use crate::inventory::Inventory;
 use crate::store::Store;
 use anyhow::Result;
@@ -91,10 +91,10 @@ impl Ctx {
         Ok(Haproxy::new(&self.cfg.haproxy, template, bind))
     }
 
-    /// Renders, validates, installs and reloads for `servers` (only when changed, unless
-    /// `force`). The caller holds the lock.
-    pub async fn apply(&self, servers: &[Server], force: bool) -> Result<haproxy::Applied> {
-        self.haproxy().await?.apply(servers, force).await
+    /// Renders, checks, installs and reloads `change` (only when changed, unless forced).
+    /// The caller holds the lock.
+    pub async fn apply(&self, change: Change<'_>) -> Result<haproxy::Applied> {
+        self.haproxy().await?.apply(change).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! `doproxy reload`: render, validate, install into haproxy_cfg_path, reload HAProxy.
 
 use super::{note, show_preview, Ctx};
-use crate::haproxy::Applied;
+use crate::haproxy::{Applied, Change};
 use anyhow::Result;
 
 /// What `reload` was asked to do.
@@ -24,7 +24,12 @@ pub async fn run(ctx: &Ctx, opts: Options) -> Result<()> {
                 show_preview(ctx, &servers, "reload").await?;
                 return Ok((None, servers));
             }
-            Ok((Some(ctx.apply(&servers, opts.force).await?), servers))
+            let change = Change {
+                servers: &servers,
+                removing: &[],
+                force: opts.force,
+            };
+            Ok((Some(ctx.apply(change).await?), servers))
         })
         .await?;
     let Some(applied) = applied else {

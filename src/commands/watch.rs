@@ -4,6 +4,7 @@
 //! by retrying, and exits cleanly on SIGTERM or SIGINT.
 
 use super::{note, warn, Ctx};
+use crate::haproxy::Change;
 use crate::haproxy::Applied;
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
@@ -62,10 +63,14 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
 /// not ready yet (or the pass failed), so the caller polls again soon.
 async fn sync(ctx: &Ctx) -> bool {
     let pass = async {
+        // Read what to render under the node's install lock, so this pass can never
+        // install a list older than the one another command on this node just installed.
+        let haproxy = ctx.haproxy().await?;
+        let lock = haproxy.lock().await?;
         let inv = ctx.store.load().await?;
         let fleet = ctx.fleet(&inv).await?;
         let servers = fleet.servers(&inv, None);
-        let applied = ctx.apply(&servers, false).await?;
+        let applied = haproxy.apply_locked(&lock, Change::to(&servers)).await?;
         let pending = fleet.has_pending(&inv);
         Ok::<_, anyhow::Error>((applied, servers.len(), pending))
     };

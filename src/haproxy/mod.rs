@@ -6,12 +6,14 @@
 //! the [`Server`]s to route to.
 
 pub mod exec;
+pub mod guard;
 pub mod runtime;
 
 use crate::fsutil;
 use crate::lock::{self, FileLock};
 use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,6 +47,10 @@ pub struct Settings {
     pub command_env: Vec<(String, String)>,
     /// How long a check or reload command may run before its process group is killed.
     pub command_timeout: Duration,
+    /// The largest fraction (0–1) of the served servers a config may drop that the running
+    /// command did not decide to remove (the shrink guard); an empty result is refused
+    /// whatever this says.
+    pub max_unplanned_shrink: f64,
     /// Port the application listens on, on each backend's private address.
     pub backend_port: u16,
     /// `ip:port` for the frontend; `None` means "public IPv4 from the metadata service, :80".
@@ -186,6 +192,62 @@ pub enum Applied {
     Reloaded,
 }
 
+/// A config change: the servers to route to, and why some go.
+#[derive(Debug, Clone, Copy)]
+pub struct Change<'a> {
+    /// The servers of the new config.
+    pub servers: &'a [Server],
+    /// Droplets the running command removes on purpose (a delete); the shrink guard lets
+    /// them go.
+    pub removing: &'a [u64],
+    /// Reload even when the installed config is up to date, and install even when the
+    /// shrink guard would refuse (`--force`).
+    pub force: bool,
+}
+
+impl<'a> Change<'a> {
+    /// A plain re-render for `servers`: nothing removed on purpose, not forced.
+    pub fn to(servers: &'a [Server]) -> Change<'a> {
+        Change {
+            servers,
+            removing: &[],
+            force: false,
+        }
+    }
+}
+
+/// The servers a config file routes to, read back from its `server www-<id> <ip>:<port>`
+/// lines (the `# id:…, hostname:…` comment gives the name when present).
+pub fn parse_servers(config: &str) -> Vec<Server> {
+    config
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            if words.next() != Some("server") {
+                return None;
+            }
+            let id: u64 = words.next()?.strip_prefix("www-")?.parse().ok()?;
+            let (ip, _port) = words.next()?.rsplit_once(':')?;
+            let private_ip = ip.parse::<std::net::Ipv4Addr>().ok()?.to_string();
+            let name = line
+                .split_once("hostname:")
+                .map(|(_, n)| n.trim().to_string())
+                .unwrap_or_default();
+            Some(Server {
+                id,
+                name,
+                private_ip,
+                public_ip: None,
+            })
+        })
+        .collect()
+}
+
+/// The node's install lock (`<installed config>.lock`), held while a config is rendered
+/// from a fresh read, checked, installed and reloaded.
+#[derive(Debug)]
+pub struct InstallLock(#[allow(dead_code)] FileLock);
+
 /// What [`Haproxy::preview`] found: the change a dry run would make.
 #[derive(Debug, Clone)]
 pub struct Preview {
@@ -267,27 +329,65 @@ impl<'a> Haproxy<'a> {
         Ok(Preview { diff })
     }
 
-    /// Renders for `servers`, writes the rendered copy (`haproxy_cfg_file`), and unless the
-    /// installed config already says the same and HAProxy serves it (or `force`), validates,
-    /// installs and reloads — putting the previous config back if the reload fails or does
-    /// not take effect. The caller holds the inventory lock.
-    pub async fn apply(&self, servers: &[Server], force: bool) -> Result<Applied> {
+    /// Takes the node's install lock. Several doproxy processes on one node (a command and
+    /// a `reload --watch`) may install at once even when the inventory lock is cluster-wide:
+    /// this lock is the node's own. Read what to render after taking it.
+    pub async fn lock(&self) -> Result<InstallLock> {
+        let path = lock::beside(&self.settings.installed_cfg);
+        Ok(InstallLock(
+            FileLock::acquire(&path, self.settings.lock_timeout).await?,
+        ))
+    }
+
+    /// The servers HAProxy routes to now: from its stats socket, or when that cannot be
+    /// asked, from the installed config.
+    pub async fn current_servers(&self) -> Result<BTreeSet<String>> {
+        if let Some(names) = runtime::served_names(&self.settings.values).await {
+            return Ok(names);
+        }
+        Ok(installed_text(self.settings)?
+            .map(|t| parse_servers(&t).iter().map(Server::server_name).collect())
+            .unwrap_or_default())
+    }
+
+    /// [`Haproxy::apply_locked`] under the node's install lock.
+    pub async fn apply(&self, change: Change<'_>) -> Result<Applied> {
+        let lock = self.lock().await?;
+        self.apply_locked(&lock, change).await
+    }
+
+    /// Renders for `change.servers`, writes the rendered copy (`haproxy_cfg_file`), and
+    /// unless the installed config already says the same and HAProxy serves it (or
+    /// `force`), checks the shrink guard, validates, installs and reloads — putting the
+    /// previous config back if the reload fails or does not take effect. The caller holds
+    /// the inventory lock and the install lock.
+    pub async fn apply_locked(&self, _lock: &InstallLock, change: Change<'_>) -> Result<Applied> {
+        let servers = change.servers;
+        let force = change.force;
         let rendered = self.render(servers)?;
         let s = self.settings;
-        if s.rendered_cfg != s.installed_cfg {
-            self.write(&s.rendered_cfg, rendered.as_bytes())
-                .with_context(|| format!("cannot write {}", s.rendered_cfg.display()))?;
-        }
         let installed = &s.installed_cfg;
-        // Several doproxy processes on one node (a command and a `reload --watch`) may install
-        // at once even when the inventory lock is cluster-wide: this lock is the node's own.
-        let _install_lock = FileLock::acquire(&lock::beside(installed), s.lock_timeout).await?;
         let current = installed_text(s)?;
         if !force
             && current.as_deref() == Some(rendered.as_str())
             && runtime::serves(&s.values, servers).await
         {
             return Ok(Applied::Unchanged);
+        }
+        if !force {
+            let planned: BTreeSet<String> =
+                change.removing.iter().map(|id| server_name(*id)).collect();
+            let new: BTreeSet<String> = servers.iter().map(Server::server_name).collect();
+            guard::check(
+                &self.current_servers().await?,
+                &new,
+                &planned,
+                s.max_unplanned_shrink,
+            )?;
+        }
+        if s.rendered_cfg != s.installed_cfg {
+            self.write(&s.rendered_cfg, rendered.as_bytes())
+                .with_context(|| format!("cannot write {}", s.rendered_cfg.display()))?;
         }
         // Otherwise reload even if the file is already right: a run killed between its
         // install and its reload leaves HAProxy on the old config, and re-running must

@@ -73,6 +73,12 @@ pub(super) async fn verify(
     }
 }
 
+/// The server names HAProxy serves, or `None` when there is no stats socket to ask or it
+/// does not answer.
+pub(super) async fn served_names(values: &TemplateValues) -> Option<BTreeSet<String>> {
+    served(stats_socket(values)?).await.ok()
+}
+
 /// True when HAProxy's runtime API lists exactly `servers`, or when there is no stats
 /// socket to ask (nothing better to go on than the installed file).
 pub(super) async fn serves(values: &TemplateValues, servers: &[Server]) -> bool {
