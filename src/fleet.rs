@@ -6,9 +6,11 @@ use crate::digitalocean::{Client, Droplet};
 use crate::haproxy::Server;
 use crate::inventory::Inventory;
 use crate::output::warn;
-use anyhow::Result;
-use serde::Serialize;
-use std::collections::HashMap;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
 
 /// A droplet as the JSON output shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +67,41 @@ pub struct Fleet {
     pub by_id: HashMap<u64, Droplet>,
     /// Droplets carrying the doproxy tag that are not in the inventory.
     pub orphans: Vec<Droplet>,
+    /// How many droplets the tag listing returned.
+    pub listed: usize,
+}
+
+/// When each inventory droplet was first seen missing from the API's answers (kept beside
+/// the installed config, per node): a droplet is gone only once it has been missing on
+/// passes at least `not_found_grace` apart.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissingLog {
+    /// Droplet ID → Unix time (seconds) it was first seen missing.
+    pub first_missing: BTreeMap<u64, u64>,
+}
+
+impl MissingLog {
+    /// Reads the log (an absent or unreadable log is empty: at worst a droplet is kept
+    /// for one more grace period).
+    pub fn load(path: &Path) -> MissingLog {
+        std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Writes the log atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_vec(self)?;
+        crate::fsutil::write_atomic(path, &text)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+/// Is a droplet first seen missing at `first_missing` confirmed gone at `now` (Unix
+/// seconds)? Only once it has stayed missing for the whole `grace`.
+pub fn confirmed_gone(first_missing: u64, now: u64, grace: Duration) -> bool {
+    now.saturating_sub(first_missing) >= grace.as_secs().max(1)
 }
 
 impl Fleet {
@@ -98,34 +135,86 @@ impl Fleet {
                 }
             }
         }
-        Ok(Fleet { by_id, orphans })
+        let listed = by_id.len() + orphans.len();
+        Ok(Fleet {
+            by_id,
+            orphans,
+            listed,
+        })
     }
 
     /// The servers for the config: ready droplets in inventory order, minus `exclude`.
-    /// Entries left out are reported on stderr (they stay in the inventory).
-    pub fn servers(&self, inv: &Inventory, exclude: Option<u64>) -> Vec<Server> {
+    /// Entries left out are reported on stderr (they stay in the inventory). An inventory
+    /// droplet missing from the API's answer keeps its server from the `previous` config
+    /// until it is [`confirmed_gone`] (the API is eventually consistent, and has had
+    /// incidents answering empty listings and 404s). `log` is updated for this pass.
+    /// An empty answer for a non-empty inventory is an API incident: an error, and
+    /// nothing is removed.
+    pub fn servers_confirmed(
+        &self,
+        inv: &Inventory,
+        exclude: &[u64],
+        previous: &[Server],
+        log: &mut MissingLog,
+        now: u64,
+        grace: Duration,
+    ) -> Result<Vec<Server>> {
+        if self.listed == 0 && !inv.ids.is_empty() && self.by_id.is_empty() {
+            bail!(
+                "the API listed none of the {} inventory droplet(s) (an incident on its side, or every droplet was deleted outside doproxy); nothing was changed: try again later, or see `doproxy print`",
+                inv.ids.len()
+            );
+        }
+        log.first_missing
+            .retain(|id, _| inv.ids.contains(id) && !self.by_id.contains_key(id));
         let mut out = Vec::new();
         for (n, id) in inv.ids.iter().enumerate() {
-            if Some(*id) == exclude {
+            if exclude.contains(id) {
                 continue;
             }
-            match self.by_id.get(id) {
-                None => warn(&format!(
+            if self.by_id.contains_key(id) {
+                out.extend(self.server_of(n, *id));
+                continue;
+            }
+            let since = *log.first_missing.entry(*id).or_insert(now);
+            if confirmed_gone(since, now, grace) {
+                warn(&format!(
                     "inventory line {n}: droplet {id} does not exist (deleted outside doproxy?); left out of the config"
-                )),
-                Some(d) if !d.is_ready() => warn(&format!(
-                    "inventory line {n}: droplet {id} ({}) is {}{}; left out of the config until it is ready",
-                    d.name,
-                    d.status,
-                    if d.status == "active" { " without a private IPv4 address yet" } else { "" }
-                )),
-                Some(d) => match server(d) {
-                    Some(s) => out.push(s),
-                    None => warn(&format!("inventory line {n}: droplet {id} has no usable private address")),
-                },
+                ));
+            } else if let Some(s) = previous.iter().find(|s| s.id == *id) {
+                warn(&format!(
+                    "inventory line {n}: droplet {id} is missing from the API's answer; its server stays until it has been missing for {grace:.0?} (not_found_grace)"
+                ));
+                out.push(s.clone());
+            } else {
+                warn(&format!(
+                    "inventory line {n}: droplet {id} is missing from the API's answer (just created, or deleted outside doproxy?); left out of the config"
+                ));
             }
         }
-        out
+        Ok(out)
+    }
+
+    /// The server of the existing inventory droplet `id` on line `n`, when it is ready;
+    /// otherwise says why it is left out.
+    fn server_of(&self, n: usize, id: u64) -> Option<Server> {
+        let d = self.by_id.get(&id)?;
+        if !d.is_ready() {
+            warn(&format!(
+                "inventory line {n}: droplet {id} ({}) is {}{}; left out of the config until it is ready",
+                d.name,
+                d.status,
+                if d.status == "active" { " without a private IPv4 address yet" } else { "" }
+            ));
+            return None;
+        }
+        let s = server(d);
+        if s.is_none() {
+            warn(&format!(
+                "inventory line {n}: droplet {id} has no usable private address"
+            ));
+        }
+        s
     }
 
     /// True when some inventory droplet exists but is not ready yet.

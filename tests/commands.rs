@@ -96,6 +96,16 @@ fn stale_inventory_entry_is_reported_never_dropped() {
         "{}",
         r.stderr
     );
+    // Missing is not gone until confirmed: the server stays for not_found_grace (2 s).
+    let r = env.run(&["reload"]).ok();
+    assert!(
+        r.stderr
+            .contains(&format!("droplet {gone} is missing from the API's answer")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(env.server_lines().len(), 2, "removed before confirmed gone");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
     let r = env.run(&["reload"]).ok();
     assert!(
         r.stderr.contains(&format!("droplet {gone} does not exist")),

@@ -149,7 +149,13 @@ fn verbose_logs_every_api_request() {
 fn dry_runs_change_nothing() {
     let env = TestEnv::new();
     env.count_reloads();
-    env.run(&["create", "--count", "2"]).ok();
+    env.run(&["create", "--count", "3"]).ok();
+    // A droplet deleted outside doproxy, seen missing by a reload and confirmed gone after
+    // not_found_grace (2 s in tests): a dry run must show its server going.
+    let gone = env.inventory()[2];
+    env.sim.delete_droplet_direct(gone);
+    env.run(&["reload"]).ok();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
     let reloads = env.reloads();
     env.sim.clear_requests();
     let before = snapshot(env.dir.path());
@@ -175,12 +181,11 @@ fn dry_runs_change_nothing() {
         "{}",
         r.stdout
     );
-    env.sim.delete_droplet_direct(ids[0]);
     let r = env.run(&["reload", "--dry-run"]).ok();
     assert!(
         r.stdout
             .lines()
-            .any(|l| l.starts_with(&format!("-    server www-{} ", ids[0]))),
+            .any(|l| l.starts_with(&format!("-    server www-{gone} "))),
         "{}",
         r.stdout
     );

@@ -106,7 +106,7 @@ async fn preview(
     // The config as it stands must validate: new droplets are added to it.
     let inv = ctx.store.load().await?;
     let fleet = ctx.fleet(&inv).await?;
-    let servers = fleet.servers(&inv, None);
+    let servers = ctx.servers(&inv, &fleet, &[], false).await?;
     let rendered = haproxy.render(&servers)?;
     haproxy.validate(&rendered).await?;
     say("  the current config renders and passes the check command");
@@ -338,7 +338,7 @@ async fn add_locked(
     ready: &[Pending],
     added: &mut Vec<DropletInfo>,
 ) -> Result<()> {
-    let servers = fleet.servers(inv, None);
+    let servers = ctx.servers(inv, fleet, &[], true).await?;
     let ids: Vec<String> = ready.iter().map(|p| p.id.to_string()).collect();
     ctx.apply(Change::to(&servers)).await.with_context(|| {
         format!(

@@ -70,7 +70,7 @@ async fn delete_locked(ctx: &Ctx, which: Which, dry_run: bool) -> Result<()> {
     };
     let id = inv.ids[line];
     let info = DropletInfo::new(Some(line), id, fleet.by_id.get(&id));
-    let servers = fleet.servers(&inv, Some(id));
+    let servers = ctx.servers(&inv, &fleet, &[id], !dry_run).await?;
     let server = server_name(id);
     if dry_run {
         say(&format!(

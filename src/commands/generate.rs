@@ -11,7 +11,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
         .locked(async || {
             let inv = ctx.store.load().await?;
             let fleet = ctx.fleet(&inv).await?;
-            let servers = fleet.servers(&inv, None);
+            let servers = ctx.servers(&inv, &fleet, &[], true).await?;
             let rendered = haproxy.render(&servers)?;
             haproxy
                 .write(out, rendered.as_bytes())

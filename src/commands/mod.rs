@@ -11,7 +11,7 @@ pub mod watch;
 
 use crate::config::Config;
 use crate::digitalocean::{Client, Event};
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, MissingLog};
 use crate::haproxy::{self, Change, Haproxy, Server};
 use crate::inventory::Inventory;
 use crate::store::Store;
@@ -91,11 +91,54 @@ impl Ctx {
         Ok(Haproxy::new(&self.cfg.haproxy, template, bind))
     }
 
+    /// The servers to route to for `inv` (minus `exclude`): ready droplets, plus droplets
+    /// missing from the API's answer that are not confirmed gone yet (their servers come
+    /// from the installed config). `record` keeps this pass in the node's missing log
+    /// (dry runs do not).
+    pub async fn servers(
+        &self,
+        inv: &Inventory,
+        fleet: &Fleet,
+        exclude: &[u64],
+        record: bool,
+    ) -> Result<Vec<Server>> {
+        let h = &self.cfg.haproxy;
+        let previous = haproxy::installed_text(h)?
+            .map(|t| haproxy::parse_servers(&t))
+            .unwrap_or_default();
+        let path = missing_log_path(&h.installed_cfg);
+        let mut log = MissingLog::load(&path);
+        let before = log.clone();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let servers = fleet.servers_confirmed(
+            inv,
+            exclude,
+            &previous,
+            &mut log,
+            now,
+            self.cfg.create.not_found_grace,
+        )?;
+        if record && log != before {
+            log.save(&path)?;
+        }
+        Ok(servers)
+    }
+
     /// Renders, checks, installs and reloads `change` (only when changed, unless forced).
     /// The caller holds the lock.
     pub async fn apply(&self, change: Change<'_>) -> Result<haproxy::Applied> {
         self.haproxy().await?.apply(change).await
     }
+}
+
+/// The node's missing log, beside the installed config.
+fn missing_log_path(installed: &std::path::Path) -> std::path::PathBuf {
+    let mut name = installed.file_name().unwrap_or_default().to_os_string();
+    name.push(".missing.json");
+    crate::fsutil::parent_dir(installed).join(name)
 }
 
 /// `--dry-run` of a config change: shows the diff against the installed config (already

@@ -19,7 +19,7 @@ pub async fn run(ctx: &Ctx, opts: Options) -> Result<()> {
         .locked(async || {
             let inv = ctx.store.load().await?;
             let fleet = ctx.fleet(&inv).await?;
-            let servers = fleet.servers(&inv, None);
+            let servers = ctx.servers(&inv, &fleet, &[], !opts.dry_run).await?;
             if opts.dry_run {
                 show_preview(ctx, &servers, "reload").await?;
                 return Ok((None, servers));

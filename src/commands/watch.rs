@@ -4,8 +4,8 @@
 //! by retrying, and exits cleanly on SIGTERM or SIGINT.
 
 use super::{note, warn, Ctx};
-use crate::haproxy::Change;
 use crate::haproxy::Applied;
+use crate::haproxy::Change;
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
@@ -69,7 +69,7 @@ async fn sync(ctx: &Ctx) -> bool {
         let lock = haproxy.lock().await?;
         let inv = ctx.store.load().await?;
         let fleet = ctx.fleet(&inv).await?;
-        let servers = fleet.servers(&inv, None);
+        let servers = ctx.servers(&inv, &fleet, &[], true).await?;
         let applied = haproxy.apply_locked(&lock, Change::to(&servers)).await?;
         let pending = fleet.has_pending(&inv);
         Ok::<_, anyhow::Error>((applied, servers.len(), pending))

@@ -82,7 +82,11 @@ mod tests {
         ];
         for (cur, new, planned, ok) in cases {
             let r = check(&set(cur), &set(new), &set(planned), 0.5);
-            assert_eq!(r.is_ok(), *ok, "{cur:?} -> {new:?} (planned {planned:?}): {r:?}");
+            assert_eq!(
+                r.is_ok(),
+                *ok,
+                "{cur:?} -> {new:?} (planned {planned:?}): {r:?}"
+            );
         }
     }
 
