@@ -443,6 +443,12 @@ impl<'a> Haproxy<'a> {
         runtime::drain(&self.settings.values, id, self.settings.drain_timeout).await
     }
 
+    /// Sets back to ready the `servers` left in a forced drain or maintenance, except those
+    /// in `keep`; returns their names.
+    pub async fn ready_forced(&self, servers: &[Server], keep: &[u64]) -> Result<Vec<String>> {
+        runtime::ready_forced(&self.settings.values, servers, keep).await
+    }
+
     /// Gives a drained server its traffic back.
     pub async fn undrain(&self, id: u64) {
         runtime::undrain(&self.settings.values, id).await;

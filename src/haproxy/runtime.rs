@@ -90,6 +90,49 @@ pub(super) async fn serves(values: &TemplateValues, servers: &[Server]) -> bool 
     }
 }
 
+/// `srv_admin_state` bits set by the runtime API (`set server … state maint|drain`):
+/// forced maintenance and forced drain.
+const FORCED_MAINT: u32 = 0x01;
+const FORCED_DRAIN: u32 = 0x08;
+
+/// Servers of the backend whose admin state was forced to drain or maintenance through the
+/// runtime API, from `show servers state`.
+fn parse_forced(show_servers_state: &str) -> BTreeSet<String> {
+    show_servers_state
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let admin: u32 = cols.get(6)?.parse().ok()?;
+            (cols[1] == BACKEND && admin & (FORCED_MAINT | FORCED_DRAIN) != 0)
+                .then(|| cols[3].to_string())
+        })
+        .collect()
+}
+
+/// Puts back to ready every server of `servers` that HAProxy holds in a forced drain or
+/// maintenance (an interrupted delete leaves one so) unless it is in `keep` (a delete in
+/// progress). Returns the servers it set ready; nothing without a stats socket.
+pub(super) async fn ready_forced(
+    values: &TemplateValues,
+    servers: &[Server],
+    keep: &[u64],
+) -> Result<Vec<String>> {
+    let Some(sock) = stats_socket(values) else {
+        return Ok(Vec::new());
+    };
+    let forced = parse_forced(&command(sock, &format!("show servers state {BACKEND}")).await?);
+    let mut readied = Vec::new();
+    for s in servers {
+        let name = s.server_name();
+        if forced.contains(&name) && !keep.contains(&s.id) {
+            command(sock, &format!("set server {BACKEND}/{name} state ready")).await?;
+            readied.push(name);
+        }
+    }
+    Ok(readied)
+}
+
 fn parse_server_names(show_servers_state: &str) -> BTreeSet<String> {
     show_servers_state
         .lines()
@@ -141,6 +184,16 @@ pub(super) async fn undrain(values: &TemplateValues, id: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_servers_forced_to_drain_or_maint() {
+        let out = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state\n3 www-backend 1 www-7 127.0.0.2 2 8 1 1\n3 www-backend 2 www-9 127.0.0.3 2 0 1 1\n3 www-backend 3 www-11 127.0.0.4 0 1 1 1\n3 www-backend 4 www-12 127.0.0.5 2 32 1 1\n";
+        let forced = parse_forced(out);
+        assert_eq!(
+            forced.into_iter().collect::<Vec<_>>(),
+            vec!["www-11", "www-7"]
+        );
+    }
 
     #[test]
     fn parses_show_servers_state() {

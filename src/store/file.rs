@@ -3,6 +3,7 @@
 
 use crate::fsutil;
 use crate::inventory::Inventory;
+use crate::store::journal::Journal;
 use crate::lock::{self, FileLock};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -29,6 +30,30 @@ pub fn read(path: &Path) -> Result<Inventory> {
 pub fn write(path: &Path, inv: &Inventory) -> Result<()> {
     fsutil::write_through(path, inv.render().as_bytes())
         .with_context(|| format!("cannot write inventory file {}", path.display()))
+}
+
+/// The journal beside an inventory file: `<file>.journal`.
+pub fn journal_path(inventory: &Path) -> PathBuf {
+    let mut name = inventory.file_name().unwrap_or_default().to_os_string();
+    name.push(".journal");
+    fsutil::parent_dir(inventory).join(name)
+}
+
+/// Reads the journal beside `inventory` (absent: empty).
+pub fn read_journal(inventory: &Path) -> Result<Journal> {
+    let path = journal_path(inventory);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Journal::parse(&path.display().to_string(), &t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Journal::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Writes the journal beside `inventory` atomically.
+pub fn write_journal(inventory: &Path, journal: &Journal) -> Result<()> {
+    let path = journal_path(inventory);
+    fsutil::write_atomic(&path, journal.render().as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The inventory kept in a line file.

@@ -5,12 +5,14 @@
 
 pub mod etcd;
 pub mod file;
+pub mod journal;
 
 use crate::inventory::Inventory;
 use crate::lock::FileLock;
 use anyhow::{anyhow, Context, Result};
 use etcd::{Conflict, EtcdChanges, EtcdStore};
 use file::{FileChanges, FileStore};
+use journal::Journal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -137,6 +139,42 @@ impl Store {
             Store::Etcd(e) => {
                 let read = e.read().await?;
                 Ok(Changes::Etcd(e.changes(read.header_revision)))
+            }
+        }
+    }
+
+    /// Reads the journal (creates not settled, deletes in progress).
+    pub async fn journal(&self) -> Result<Journal> {
+        match self {
+            Store::File(f) => file::read_journal(&f.path),
+            Store::Etcd(e) => Ok(e.read_journal().await?.0),
+        }
+    }
+
+    /// Reads the journal, changes it with `f`, and writes it back (compare-and-swap for
+    /// etcd). A journal that cannot be written fails here, before anything is spent.
+    pub async fn update_journal(&self, mut f: impl FnMut(&mut Journal)) -> Result<Journal> {
+        match self {
+            Store::File(s) => {
+                let mut j = file::read_journal(&s.path)?;
+                f(&mut j);
+                file::write_journal(&s.path, &j)?;
+                Ok(j)
+            }
+            Store::Etcd(e) => {
+                for _ in 0..5 {
+                    let (mut j, rev) = e.read_journal().await?;
+                    f(&mut j);
+                    match e.write_journal(&j, rev).await {
+                        Ok(()) => return Ok(j),
+                        Err(err) if err.downcast_ref::<Conflict>().is_some() => continue,
+                        Err(err) => return Err(err),
+                    }
+                }
+                Err(anyhow!(
+                    "{}: too many concurrent changes; run the command again",
+                    e.journal_key()
+                ))
             }
         }
     }

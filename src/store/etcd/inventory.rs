@@ -4,6 +4,7 @@
 
 use super::{Client, Compacted, Compare, Lock, Op, Settings, Watch};
 use crate::inventory::Inventory;
+use crate::store::journal::Journal;
 use anyhow::{Context, Result};
 use std::time::Duration;
 
@@ -42,16 +43,28 @@ impl EtcdStore {
         format!("{}inventory", self.settings.prefix)
     }
 
-    /// Reads the inventory key. A missing key is an empty inventory.
-    pub async fn read(&self) -> Result<Read> {
-        let key = self.key();
+    /// The journal key, `<prefix>journal`.
+    pub fn journal_key(&self) -> String {
+        format!("{}journal", self.settings.prefix)
+    }
+
+    /// Reads `key`: its text (empty when it does not exist), its `mod_revision` (0 then)
+    /// and the cluster revision of the read.
+    async fn read_key(&self, key: &str) -> Result<(String, i64, i64)> {
         let (kvs, header_revision) = self
             .client
-            .range_prefix(&key)
+            .range_prefix(key)
             .await
             .with_context(|| format!("cannot read etcd key {key}"))?;
         let kv = kvs.into_iter().find(|kv| kv.key == key);
         let (text, mod_revision) = kv.map_or((String::new(), 0), |kv| (kv.value, kv.mod_revision));
+        Ok((text, mod_revision, header_revision))
+    }
+
+    /// Reads the inventory key. A missing key is an empty inventory.
+    pub async fn read(&self) -> Result<Read> {
+        let key = self.key();
+        let (text, mod_revision, header_revision) = self.read_key(&key).await?;
         let inventory = Inventory::parse(&format!("etcd key {key}"), &text)?;
         Ok(Read {
             inventory,
@@ -60,9 +73,28 @@ impl EtcdStore {
         })
     }
 
+    /// Reads the journal key (missing: an empty journal) and its `mod_revision`.
+    pub async fn read_journal(&self) -> Result<(Journal, i64)> {
+        let key = self.journal_key();
+        let (text, mod_revision, _) = self.read_key(&key).await?;
+        Ok((Journal::parse(&format!("etcd key {key}"), &text)?, mod_revision))
+    }
+
+    /// Writes the journal if its key is still at `mod_revision`.
+    pub async fn write_journal(&self, journal: &Journal, mod_revision: i64) -> Result<()> {
+        self.write_key(&self.journal_key(), journal.render(), mod_revision)
+            .await
+    }
+
     /// Writes `inv` if the key is still at `mod_revision` (0: if it does not exist yet).
     pub async fn write(&self, inv: &Inventory, mod_revision: i64) -> Result<()> {
-        let key = self.key();
+        self.write_key(&self.key(), inv.render(), mod_revision)
+            .await
+    }
+
+    /// Writes `value` to `key` if the key is still at `mod_revision` (0: absent).
+    async fn write_key(&self, key: &str, value: String, mod_revision: i64) -> Result<()> {
+        let key = key.to_string();
         let guard = if mod_revision == 0 {
             Compare::CreateRevision(key.clone(), 0)
         } else {
@@ -70,7 +102,7 @@ impl EtcdStore {
         };
         let put = Op::Put {
             key: key.clone(),
-            value: inv.render(),
+            value,
             lease: None,
         };
         let r = self

@@ -1,0 +1,98 @@
+//! The store's journal, kept beside the inventory (never in it: the inventory file keeps
+//! the original one-ID-a-line format): the names of droplets about to be created (written
+//! before any money is spent, so an interrupted or ambiguous create is adopted later
+//! instead of lost) and the droplets being deleted (marked before HAProxy drops them, so no
+//! node puts them back while they are destroyed).
+
+use serde::{Deserialize, Serialize};
+
+/// A create that was asked for and not yet settled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    /// The droplet's unique name.
+    pub name: String,
+    /// Unix time (seconds) the intent was written.
+    pub since: u64,
+    /// True once the create's answer was ambiguous (timeout, reset, 5xx): the droplet may
+    /// exist; only a listing can tell.
+    #[serde(default)]
+    pub ambiguous: bool,
+}
+
+/// A droplet on its way out: no node routes to it any more; it is destroyed next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leaving {
+    /// The droplet's ID.
+    pub id: u64,
+    /// Unix time (seconds) the delete began.
+    pub since: u64,
+}
+
+/// The journal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    /// Creates not settled yet.
+    #[serde(default)]
+    pub creating: Vec<Intent>,
+    /// Deletes in progress.
+    #[serde(default)]
+    pub leaving: Vec<Leaving>,
+}
+
+impl Journal {
+    /// Parses the journal's JSON (`name` names it in errors); empty text is an empty
+    /// journal.
+    pub fn parse(name: &str, text: &str) -> anyhow::Result<Journal> {
+        if text.trim().is_empty() {
+            return Ok(Journal::default());
+        }
+        serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{name}: {e}"))
+    }
+
+    /// The journal's JSON.
+    pub fn render(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".into());
+        s.push('\n');
+        s
+    }
+
+    /// True when `id` is being deleted.
+    pub fn is_leaving(&self, id: u64) -> bool {
+        self.leaving.iter().any(|l| l.id == id)
+    }
+
+    /// The IDs being deleted.
+    pub fn leaving_ids(&self) -> Vec<u64> {
+        self.leaving.iter().map(|l| l.id).collect()
+    }
+}
+
+/// The current Unix time in seconds.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_tolerates_empty_text() {
+        let j = Journal {
+            creating: vec![Intent {
+                name: "web-a1b2c3".into(),
+                since: 5,
+                ambiguous: true,
+            }],
+            leaving: vec![Leaving { id: 7, since: 9 }],
+        };
+        assert_eq!(Journal::parse("j", &j.render()).unwrap(), j);
+        assert_eq!(Journal::parse("j", "").unwrap(), Journal::default());
+        assert!(j.is_leaving(7) && !j.is_leaving(8));
+        let e = Journal::parse("inventory.journal", "{oops").unwrap_err();
+        assert!(e.to_string().starts_with("inventory.journal:"), "{e}");
+    }
+}
