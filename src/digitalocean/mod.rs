@@ -14,6 +14,8 @@ mod retry;
 
 #[cfg(test)]
 mod conformance_tests;
+#[cfg(test)]
+mod hostile_tests;
 
 pub use create::{CreateFailure, CreateOutcome, Created};
 pub use droplet::{
