@@ -4,7 +4,7 @@
 //! HAProxy with one reload.
 
 use super::{note, say, warn, Ctx};
-use crate::digitalocean::{Created, Droplet, MAX_NAMES_PER_CREATE};
+use crate::digitalocean::{ActionLookup, Created, Droplet, MAX_NAMES_PER_CREATE};
 use crate::fleet::{DropletInfo, Fleet};
 use crate::haproxy::{Change, Haproxy};
 use crate::output;
@@ -32,33 +32,31 @@ pub async fn run(ctx: &Ctx, count: u32, dry_run: bool) -> Result<()> {
     if dry_run {
         return preview(ctx, &haproxy, &names, &fields, user_data.as_deref()).await;
     }
-    let tag = ctx.tag();
-    let settle = cfg.create.poll_interval.min(Duration::from_secs(10)) * 2;
 
     let mut pending: Vec<Pending> = Vec::new();
     let mut create_error = None;
     for chunk in names.chunks(MAX_NAMES_PER_CREATE) {
-        match ctx.client.create(chunk, tag, &fields, settle).await {
-            Ok(created) => {
-                record(ctx, &created).await?;
-                for c in created {
-                    note(&format!(
-                        "created droplet {} ({}); waiting for it to become active",
-                        c.droplet.id, c.droplet.name
-                    ));
-                    pending.push(Pending {
-                        id: c.droplet.id,
-                        name: c.droplet.name,
-                        status: c.droplet.status,
-                        action_id: c.action_id,
-                        since: Instant::now(),
-                    });
-                }
-            }
-            Err(e) => {
-                create_error = Some(anyhow!(e).context("creating droplets"));
-                break;
-            }
+        // Names whose outcome is unknown are never sent again; the failure names them.
+        let (created, failure) = ctx.client.create(chunk, &fields).await.split();
+        if !created.is_empty() {
+            record(ctx, &created).await?;
+        }
+        for c in created {
+            note(&format!(
+                "created droplet {} ({}); waiting for it to become active",
+                c.droplet.id, c.droplet.name
+            ));
+            pending.push(Pending {
+                id: c.droplet.id,
+                name: c.droplet.name,
+                status: c.droplet.status,
+                actions: c.actions,
+                since: Instant::now(),
+            });
+        }
+        if let Some(f) = failure {
+            create_error = Some(anyhow!(f).context("creating droplets"));
+            break;
         }
     }
 
@@ -127,7 +125,7 @@ struct Pending {
     id: u64,
     name: String,
     status: String,
-    action_id: Option<u64>,
+    actions: Vec<u64>,
     since: Instant,
 }
 
@@ -290,10 +288,11 @@ async fn answers_http(ctx: &Ctx, d: &Droplet) -> bool {
 /// create action errored, or it 404s past the grace period), `None` while it may just not
 /// be visible yet (the API is eventually consistent right after a create).
 async fn gone(ctx: &Ctx, p: &Pending) -> Result<Option<String>> {
-    if let Some(action) = p.action_id {
-        let a = ctx.client.get_action(action).await?;
+    // Matched by resource_id; a 403 (no `actions:read` scope) or no match leaves the
+    // droplet's own status and the 404 grace to decide.
+    if let ActionLookup::Found(a) = ctx.client.find_create_action(p.id, &p.actions).await? {
         if a.status == "errored" {
-            return Ok(Some(format!("failed to create (action {action} errored)")));
+            return Ok(Some(format!("failed to create (action {} errored)", a.id)));
         }
     }
     if p.since.elapsed() < ctx.cfg.create.not_found_grace {

@@ -1,16 +1,31 @@
 //! A thin DigitalOcean API v2 client: auth, timeouts, retries that respect rate limits,
-//! pagination, create without duplicates, typed errors.
+//! pagination, create without duplicates, typed errors — built for the API as it really
+//! behaves (API notes §6): Cloudflare's 52x pages, `null` where arrays belong, `Retry-After`
+//! dates, scoped tokens. Redirects are never followed; bodies are read up to
+//! [`BODY_LIMIT`]; listings stop at what `meta.total` allows; impossible values (an ID of 0,
+//! a droplet without a name) are rejected naming the field; upstream text reaches an error
+//! line only truncated and stripped of control characters; loopback API URLs never go
+//! through a proxy.
 
+mod create;
 mod droplet;
 mod error;
 mod retry;
 
-pub use droplet::{Action, ActionLink, Droplet, DropletSpec, IntOrString, NetworkV4, Networks};
-pub use error::{ApiError, Error};
-pub use retry::{is_retryable_status, Backoff, RetryPolicy};
+#[cfg(test)]
+mod conformance_tests;
+#[cfg(test)]
+mod hostile_tests;
+
+pub use create::{CreateFailure, CreateOutcome, Created};
+pub use droplet::{
+    Action, ActionLink, Droplet, DropletSpec, IntOrString, NetworkV4, NetworkV6, Networks,
+};
+pub use error::{printable, ApiError, Error, ECHO_LIMIT};
+pub use retry::{is_retryable_status, parse_retry_after, Backoff, RetryPolicy, MAX_HINT};
 
 use crate::secret::Secret;
-use droplet::{ActionBody, CreateResponse, DropletBody, ListPage};
+use droplet::{ActionBody, DropletBody, ErrorBody, ListPage};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
 use retry::{header_str, header_u64, retry_hint};
@@ -35,14 +50,21 @@ pub struct Settings {
 pub const MAX_NAMES_PER_CREATE: usize = 10;
 /// The largest page the list endpoint serves.
 pub const PER_PAGE: u32 = 200;
+/// The largest answer body the client reads (a full page of 200 droplets is under 1 MiB).
+pub const BODY_LIMIT: usize = 8 << 20;
+/// The most pages one listing follows, whatever `meta.total` says (200,000 droplets).
+pub const MAX_LIST_PAGES: u32 = 1000;
 
-/// A droplet just accepted by the API, with its create action when the answer named one.
+/// What `GET /v2/actions/{id}` found.
 #[derive(Debug, Clone)]
-pub struct Created {
-    /// The droplet as the 202 described it (status `new`, no addresses yet).
-    pub droplet: Droplet,
-    /// The create action, to tell an asynchronous failure from a slow list.
-    pub action_id: Option<u64>,
+pub enum ActionLookup {
+    /// The action.
+    Found(Action),
+    /// 403: the token lacks the `actions:read` scope. The caller falls back to the
+    /// droplet's own status.
+    Forbidden,
+    /// 404, or (for [`Client::find_create_action`]) no candidate acts on the droplet.
+    NotFound,
 }
 
 /// A single API answer, before status handling.
@@ -51,7 +73,6 @@ struct Answer {
     headers: HeaderMap,
     body: Vec<u8>,
 }
-
 /// Observer for API traffic (verbose logs, counters in benchmarks).
 pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
 
@@ -97,6 +118,7 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     auth: HeaderValue,
+    token: Secret,
     backoff: Backoff,
     requests: AtomicU64,
     ratelimit_remaining: AtomicU64,
@@ -113,12 +135,18 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// Builds a client for the API `settings` name (e.g. `https://api.digitalocean.com`).
+    /// Redirects are never followed. A loopback API URL (a simulator) is reached directly;
+    /// any other keeps reqwest's proxy behaviour (`HTTPS_PROXY`, `NO_PROXY` honoured).
     pub fn new(settings: &Settings) -> anyhow::Result<Client> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10).min(settings.timeout))
             .timeout(settings.timeout)
-            .user_agent(concat!("doproxy/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("doproxy/", env!("CARGO_PKG_VERSION")));
+        if is_loopback_url(&settings.api_url) {
+            builder = builder.no_proxy();
+        }
+        let http = builder.build()?;
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", settings.token.expose()))
             .map_err(|_| {
                 anyhow::anyhow!("token: contains characters not allowed in an HTTP header")
@@ -128,6 +156,7 @@ impl Client {
             http,
             base: settings.api_url.trim_end_matches('/').to_string(),
             auth,
+            token: settings.token.clone(),
             backoff: Backoff::new(settings.retry.clone()),
             requests: AtomicU64::new(0),
             ratelimit_remaining: AtomicU64::new(u64::MAX),
@@ -136,9 +165,9 @@ impl Client {
     }
 
     /// The URL of `path` (which may carry a query) under the API base.
-    fn url(&self, path: &str) -> Result<Url, Error> {
+    fn url(&self, method: &'static str, path: &str) -> Result<Url, Error> {
         Url::parse(&format!("{}{}", self.base, path)).map_err(|e| Error::Transport {
-            method: "GET",
+            method,
             path: path.to_string(),
             detail: format!("invalid URL: {e}"),
             ambiguous: false,
@@ -164,13 +193,18 @@ impl Client {
         }
     }
 
+    /// Upstream text made fit for an error line (see [`printable`]), the token redacted.
+    fn echo(&self, text: &str) -> String {
+        printable(text, Some(self.token.expose()), ECHO_LIMIT)
+    }
+
     async fn send_once(
         &self,
         method: &'static str,
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, Error> {
-        let url = self.url(path)?;
+        let url = self.url(method, path)?;
         let m = Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET);
         let mut req = self
             .http
@@ -182,35 +216,39 @@ impl Client {
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let result = req.send().await;
-        let answer = match result {
-            Ok(resp) => {
+        let mut seen: Option<(u16, HeaderMap)> = None;
+        let answer = match req.send().await {
+            Ok(mut resp) => {
                 let status = resp.status();
                 let headers = resp.headers().clone();
-                match resp.bytes().await {
-                    Ok(b) => Ok(Answer {
+                seen = Some((status.as_u16(), headers.clone()));
+                match read_capped(&mut resp, BODY_LIMIT).await {
+                    Ok(body) => Ok(Answer {
                         status,
                         headers,
-                        body: b.to_vec(),
+                        body,
                     }),
-                    Err(e) => Err(transport(method, path, &e)),
+                    Err(ReadError::TooLarge) => Err(Error::BodyTooLarge {
+                        method,
+                        path: path.to_string(),
+                        status: status.as_u16(),
+                        limit: BODY_LIMIT,
+                    }),
+                    // The answer had begun: the request reached the server.
+                    Err(ReadError::Http(e)) => Err(self.transport(method, path, &e, true)),
                 }
             }
-            Err(e) => Err(transport(method, path, &e)),
+            Err(e) => Err(self.transport(method, path, &e, false)),
         };
-        let (status, request_id, remaining) = match &answer {
-            Ok(a) => {
-                let rem = header_u64(&a.headers, "ratelimit-remaining");
+        let (status, request_id, remaining) = match &seen {
+            Some((status, headers)) => {
+                let rem = header_u64(headers, "ratelimit-remaining");
                 if let Some(r) = rem {
                     self.ratelimit_remaining.store(r, Ordering::Relaxed);
                 }
-                (
-                    Some(a.status.as_u16()),
-                    header_str(&a.headers, "x-request-id"),
-                    rem,
-                )
+                (Some(*status), header_str(headers, "x-request-id"), rem)
             }
-            Err(_) => (None, None, None),
+            None => (None, None, None),
         };
         self.emit(|| {
             Event::Request(RequestEvent {
@@ -239,6 +277,7 @@ impl Client {
         delay: Duration,
         err: &Error,
     ) {
+        log::debug!("{method} {path}: attempt {attempt} failed ({err}); retrying in {delay:?}");
         self.emit(|| Event::Retry {
             method,
             path: path.to_string(),
@@ -248,47 +287,79 @@ impl Client {
         });
     }
 
-    /// Sends an idempotent request (GET, DELETE), retrying 429, 5xx and transport errors
-    /// with exponential backoff and jitter under the policy's budget; honours `retry-after`
-    /// and the `ratelimit-reset` epoch. Returns the first non-retryable answer.
+    /// Sends an idempotent request (GET, DELETE), retrying what [`is_retryable_status`]
+    /// names (429, 5xx except 501) and transport errors with exponential backoff and jitter
+    /// under the policy's budget; honours `retry-after` and the `ratelimit-reset` epoch.
+    /// Returns the first non-retryable answer.
     async fn send_idempotent(&self, method: &'static str, path: &str) -> Result<Answer, Error> {
         let mut waited = Duration::ZERO;
         let mut attempt = 0u32;
         loop {
-            attempt += 1;
-            let outcome = self.send_once(method, path, None).await;
-            let err = match outcome {
-                Ok(a) if is_retryable_status(a.status.as_u16()) => api_error(method, path, &a),
+            attempt = attempt.saturating_add(1);
+            let err = match self.send_once(method, path, None).await {
+                Ok(a) if is_retryable_status(a.status.as_u16()) => self.api_error(method, path, &a),
                 Ok(a) => return Ok(a),
-                Err(e) => e,
+                Err(e) if e.is_retryable() => e,
+                Err(e) => return Err(e),
             };
             let delay = self.backoff.delay(attempt, err.retry_after());
             if !self.backoff.allows(attempt, waited, delay) {
                 return Err(err);
             }
             self.retrying(method, path, attempt, delay, &err);
-            waited += delay;
+            waited = waited.saturating_add(delay);
             tokio::time::sleep(delay).await;
         }
     }
 
-    /// `GET /v2/droplets/{id}`; `Ok(None)` on 404.
+    /// `GET /v2/droplets/{id}`; `Ok(None)` on 404. An answer describing another droplet, or
+    /// an impossible one, is an error.
     pub async fn get_droplet(&self, id: u64) -> Result<Option<Droplet>, Error> {
         let path = format!("/v2/droplets/{id}");
         let a = self.send_idempotent("GET", &path).await?;
         if a.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let body: DropletBody = decode("GET", &path, &a)?;
-        Ok(Some(body.droplet))
+        let body: DropletBody = self.decode("GET", &path, &a, StatusCode::OK)?;
+        let d = body.droplet;
+        self.valid("GET", &path, &a, d.check())?;
+        if d.id != id {
+            return Err(self.invalid(
+                "GET",
+                &path,
+                &a,
+                format!("`droplet.id` is {} instead of {id}", d.id),
+            ));
+        }
+        Ok(Some(d))
     }
 
-    /// `GET /v2/actions/{id}`.
-    pub async fn get_action(&self, id: u64) -> Result<Action, Error> {
+    /// `GET /v2/actions/{id}`: the action, or [`ActionLookup::Forbidden`] (403, a token
+    /// without `actions:read`) or [`ActionLookup::NotFound`] (404), which leave the caller to
+    /// judge by the droplet's own status.
+    pub async fn get_action(&self, id: u64) -> Result<ActionLookup, Error> {
         let path = format!("/v2/actions/{id}");
         let a = self.send_idempotent("GET", &path).await?;
-        let body: ActionBody = decode("GET", &path, &a)?;
-        Ok(body.action)
+        match a.status {
+            StatusCode::FORBIDDEN => {
+                log::debug!("GET {path}: 403 forbidden (a token without actions:read?)");
+                return Ok(ActionLookup::Forbidden);
+            }
+            StatusCode::NOT_FOUND => return Ok(ActionLookup::NotFound),
+            _ => {}
+        }
+        let body: ActionBody = self.decode("GET", &path, &a, StatusCode::OK)?;
+        let action = body.action;
+        self.valid("GET", &path, &a, action.check())?;
+        if action.id != id {
+            return Err(self.invalid(
+                "GET",
+                &path,
+                &a,
+                format!("`action.id` is {} instead of {id}", action.id),
+            ));
+        }
+        Ok(ActionLookup::Found(action))
     }
 
     /// Every droplet carrying `tag` (every page, `per_page=200`; a failed page fails the
@@ -305,29 +376,48 @@ impl Client {
     async fn list(&self, filter: (&str, &str)) -> Result<Vec<Droplet>, Error> {
         let mut by_id: BTreeMap<u64, Droplet> = BTreeMap::new();
         let mut page = 1u32;
+        let mut cap = MAX_LIST_PAGES;
         loop {
-            let mut url = self.url("/v2/droplets")?;
+            let mut url = self.url("GET", "/v2/droplets")?;
             url.query_pairs_mut()
                 .append_pair("page", &page.to_string())
                 .append_pair("per_page", &PER_PAGE.to_string())
                 .append_pair(filter.0, filter.1);
             let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
             let a = self.send_idempotent("GET", &path).await?;
-            let body: ListPage = decode("GET", &path, &a)?;
+            let body: ListPage = self.decode("GET", &path, &a, StatusCode::OK)?;
+            let total = self.valid("GET", &path, &a, body.total())?;
+            if page == 1 {
+                cap = page_cap(total);
+            }
+            let has_next = body.has_next();
             let n = body.droplets.len();
             for d in body.droplets {
+                self.valid("GET", &path, &a, d.check())?;
                 // A droplet can move between pages while we page: keep one copy.
                 by_id.insert(d.id, d);
             }
-            let has_next = body
-                .links
-                .and_then(|l| l.pages)
-                .and_then(|p| p.next)
-                .is_some();
+            let received = by_id.len() as u64;
+            if received > total {
+                return Err(self.invalid(
+                    "GET",
+                    &path,
+                    &a,
+                    format!("`meta.total` is {total}, below the {received} droplets received"),
+                ));
+            }
             // Follow `next` by page number rather than by the URL the server sent, so the
             // token is only ever sent to the configured API base.
-            if !has_next || n == 0 || u64::from(page) * u64::from(PER_PAGE) >= body.meta.total {
+            if !has_next || n == 0 || u64::from(page) * u64::from(PER_PAGE) >= total {
                 break;
+            }
+            if page >= cap {
+                return Err(self.invalid(
+                    "GET",
+                    &path,
+                    &a,
+                    format!("`links.pages.next` still set after {page} pages, more than `meta.total` ({total}) allows"),
+                ));
             }
             page += 1;
         }
@@ -341,193 +431,184 @@ impl Client {
         if a.status.is_success() || a.status == StatusCode::NOT_FOUND {
             Ok(())
         } else {
-            Err(api_error("DELETE", &path, &a))
+            Err(self.api_error("DELETE", &path, &a))
         }
     }
 
-    /// One `POST /v2/droplets` for up to ten names. Not retried: see [`Client::create`].
-    async fn post_create(
+    fn transport(
         &self,
-        names: &[String],
-        fields: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Vec<Created>, Error> {
-        let mut body = fields.clone();
-        if names.len() == 1 {
-            body.insert("name".into(), names[0].clone().into());
-        } else {
-            body.insert("names".into(), names.to_vec().into());
+        method: &'static str,
+        path: &str,
+        e: &reqwest::Error,
+        answered: bool,
+    ) -> Error {
+        // A refused connection never reached the server; anything later may have.
+        let ambiguous = answered || !e.is_connect();
+        Error::Transport {
+            method,
+            path: path.to_string(),
+            detail: self.echo(&crate::error::chain(e)),
+            ambiguous,
         }
-        let path = "/v2/droplets";
-        let a = self
-            .send_once("POST", path, Some(&serde_json::Value::Object(body)))
-            .await?;
-        if !a.status.is_success() {
-            return Err(api_error("POST", path, &a));
-        }
-        let r: CreateResponse = decode("POST", path, &a)?;
-        let droplets = match (r.droplet, r.droplets) {
-            (Some(d), _) => vec![d],
-            (None, Some(ds)) => ds,
-            (None, None) => {
-                return Err(Error::Decode {
-                    method: "POST",
-                    path: path.into(),
-                    status: a.status.as_u16(),
-                    detail: "neither `droplet` nor `droplets`".into(),
-                })
-            }
+    }
+
+    /// The error for an answer whose status is not the one expected: the API's error body
+    /// (or a summary of a non-JSON one, e.g. Cloudflare's HTML page) for a 4xx or 5xx, the
+    /// target of a redirect (never followed), or a note for an unexpected 2xx.
+    fn api_error(&self, method: &'static str, path: &str, a: &Answer) -> Error {
+        let parsed: Option<ErrorBody> = serde_json::from_slice(&a.body).ok();
+        let header_rid = header_str(&a.headers, "x-request-id");
+        let nonempty = |s: Option<String>| s.map(|s| self.echo(&s)).filter(|s| !s.is_empty());
+        let (id, message, request_id) = match parsed {
+            Some(b) => (
+                nonempty(b.id).unwrap_or_default(),
+                nonempty(b.message).unwrap_or_else(|| "(no message)".into()),
+                nonempty(b.request_id).or(header_rid),
+            ),
+            None => (String::new(), self.summary(&a.body), header_rid),
         };
-        let actions: Vec<ActionLink> = r.links.map(|l| l.actions).unwrap_or_default();
-        Ok(droplets
-            .into_iter()
-            .enumerate()
-            .map(|(i, droplet)| Created {
-                droplet,
-                // Multi-create lists one action per droplet, in the same order.
-                action_id: actions.get(i).map(|l| l.id),
-            })
-            .collect())
+        let message = if a.status.is_redirection() {
+            let to = header_str(&a.headers, "location").map(|l| self.echo(&l));
+            format!(
+                "redirect to {} (redirects are not followed)",
+                to.as_deref().unwrap_or("(no location)")
+            )
+        } else if a.status.is_success() || a.status.is_informational() {
+            format!("unexpected status ({message})")
+        } else {
+            message
+        };
+        Error::Api(Box::new(ApiError {
+            method,
+            path: path.to_string(),
+            status: a.status.as_u16(),
+            id,
+            message,
+            request_id,
+            retry_after: retry_hint(&a.headers),
+        }))
     }
 
-    /// Creates droplets named `names` (unique names, at most ten) without ever creating a
-    /// duplicate: after an ambiguous failure (timeout, reset, 5xx) it looks for the names
-    /// among the droplets carrying `tag` before sending the POST again, and only re-sends
-    /// it for names not found. A 429 is waited out; other 4xx fail at once.
-    pub async fn create(
-        &self,
-        names: &[String],
-        tag: &str,
-        fields: &serde_json::Map<String, serde_json::Value>,
-        settle: Duration,
-    ) -> Result<Vec<Created>, Error> {
-        assert!(names.len() <= MAX_NAMES_PER_CREATE);
-        let mut pending: Vec<String> = names.to_vec();
-        let mut done: Vec<Created> = Vec::new();
-        let mut waited = Duration::ZERO;
-        let mut attempt = 0u32;
-        while !pending.is_empty() {
-            attempt += 1;
-            let err = match self.post_create(&pending, fields).await {
-                Ok(created) => {
-                    done.extend(created);
-                    break;
-                }
-                Err(e) => e,
-            };
-            let rate_limited = err.status() == Some(429);
-            if !rate_limited && !err.is_ambiguous() {
-                return Err(err);
+    /// A non-JSON body in a few words: an HTML page's `<title>` (Cloudflare's error pages
+    /// name the error there), else the start of the text.
+    fn summary(&self, body: &[u8]) -> String {
+        let text = String::from_utf8_lossy(body);
+        if let Some(title) = html_title(&text) {
+            let t = self.echo(title);
+            if !t.is_empty() {
+                return format!("HTML page: {t}");
             }
-            if err.is_ambiguous() {
-                // The POST may have been carried out. Look for the names before resending;
-                // a droplet can be missing from lists for a moment after its create.
-                let found = self.find_created(&pending, tag, settle).await?;
-                pending.retain(|n| !found.iter().any(|d| d.name.eq_ignore_ascii_case(n)));
-                done.extend(found.into_iter().map(|droplet| Created {
-                    droplet,
-                    action_id: None,
-                }));
-                if pending.is_empty() {
-                    break;
-                }
-            }
-            let delay = self.backoff.delay(attempt, err.retry_after());
-            if !self.backoff.allows(attempt, waited, delay) {
-                return Err(err);
-            }
-            self.retrying("POST", "/v2/droplets", attempt, delay, &err);
-            waited += delay;
-            tokio::time::sleep(delay).await;
         }
-        Ok(done)
+        let snippet = self.echo(&text);
+        if snippet.is_empty() {
+            "(empty body)".to_string()
+        } else {
+            format!("non-JSON body: {snippet}")
+        }
     }
 
-    /// Looks for droplets named in `names` among those tagged `tag`, for up to `settle`.
-    async fn find_created(
+    /// The body as `T` when the status is `expected`, else the status's error.
+    fn decode<T: serde::de::DeserializeOwned>(
         &self,
-        names: &[String],
-        tag: &str,
-        settle: Duration,
-    ) -> Result<Vec<Droplet>, Error> {
-        let started = Instant::now();
-        loop {
-            let found: Vec<Droplet> = self
-                .list_by_tag(tag)
-                .await?
-                .into_iter()
-                .filter(|d| names.iter().any(|n| d.name.eq_ignore_ascii_case(n)))
-                .collect();
-            if found.len() == names.len() || started.elapsed() >= settle {
-                return Ok(found);
-            }
-            tokio::time::sleep((settle / 4).max(Duration::from_millis(10))).await;
+        method: &'static str,
+        path: &str,
+        a: &Answer,
+        expected: StatusCode,
+    ) -> Result<T, Error> {
+        if a.status != expected {
+            return Err(self.api_error(method, path, a));
         }
+        serde_json::from_slice(&a.body).map_err(|e| self.invalid(method, path, a, e.to_string()))
+    }
+
+    /// An answer with a success status that is not what the API documents.
+    fn invalid(&self, method: &'static str, path: &str, a: &Answer, detail: String) -> Error {
+        Error::Decode {
+            method,
+            path: path.to_string(),
+            status: a.status.as_u16(),
+            detail: self.echo(&detail),
+        }
+    }
+
+    /// `check`'s value, or its complaint as an [`Error::Decode`].
+    fn valid<T>(
+        &self,
+        method: &'static str,
+        path: &str,
+        a: &Answer,
+        check: Result<T, String>,
+    ) -> Result<T, Error> {
+        check.map_err(|d| self.invalid(method, path, a, d))
     }
 }
 
-fn transport(method: &'static str, path: &str, e: &reqwest::Error) -> Error {
-    // A refused connection never reached the server; anything later may have.
-    let ambiguous = !e.is_connect();
-    Error::Transport {
-        method,
-        path: path.to_string(),
-        detail: crate::error::chain(e),
-        ambiguous,
-    }
+/// The most pages a listing whose first page says `meta.total` is `total` may take: the
+/// pages that total needs plus two (droplets created while paging), and never more than
+/// [`MAX_LIST_PAGES`]. Endless `next` links cannot keep a listing going.
+pub(crate) fn page_cap(total: u64) -> u32 {
+    let pages = total.div_ceil(u64::from(PER_PAGE)).saturating_add(2);
+    u32::try_from(pages).map_or(MAX_LIST_PAGES, |p| p.min(MAX_LIST_PAGES))
 }
 
-fn api_error(method: &'static str, path: &str, a: &Answer) -> Error {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        id: Option<String>,
-        message: Option<String>,
-        request_id: Option<String>,
-    }
-    let parsed: Option<Body> = serde_json::from_slice(&a.body).ok();
-    let header_rid = header_str(&a.headers, "x-request-id");
-    let (id, message, request_id) = match parsed {
-        Some(b) => (
-            b.id.unwrap_or_default(),
-            b.message.unwrap_or_else(|| "(no message)".into()),
-            b.request_id.or(header_rid),
-        ),
-        None => {
-            let text = String::from_utf8_lossy(&a.body);
-            let snippet: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-            let snippet: String = snippet.chars().take(120).collect();
-            let msg = if snippet.is_empty() {
-                "(empty body)".to_string()
-            } else {
-                format!("non-JSON body: {snippet}")
-            };
-            (String::new(), msg, header_rid)
-        }
+/// The text inside an HTML page's `<title>`, if any.
+fn html_title(text: &str) -> Option<&str> {
+    let lower = text.get(..text.len().min(BODY_LIMIT))?.to_ascii_lowercase();
+    let open = lower.find("<title")?;
+    let start = open + lower[open..].find('>')? + 1;
+    let end = start + lower[start..].find("</title")?;
+    text.get(start..end)
+}
+
+/// True for a URL whose host is a loopback address or `localhost` (a simulator): such a URL
+/// is never sent through a proxy.
+pub(crate) fn is_loopback_url(url: &str) -> bool {
+    let Some(host) = Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+    else {
+        return false;
     };
-    Error::Api(Box::new(ApiError {
-        method,
-        path: path.to_string(),
-        status: a.status.as_u16(),
-        id,
-        message,
-        request_id,
-        retry_after: retry_hint(&a.headers),
-    }))
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => host.trim_end_matches('.').eq_ignore_ascii_case("localhost"),
+    }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(
-    method: &'static str,
-    path: &str,
-    a: &Answer,
-) -> Result<T, Error> {
-    if !a.status.is_success() {
-        return Err(api_error(method, path, a));
+/// Why a body was not read whole.
+pub(crate) enum ReadError {
+    /// Longer than the limit (by its `content-length` or as it streamed in).
+    TooLarge,
+    /// The connection failed while reading.
+    Http(reqwest::Error),
+}
+
+/// The body of `resp`, read chunk by chunk and abandoned as soon as it exceeds `limit`
+/// bytes (a declared `content-length` over the limit is refused before reading), so that a
+/// huge or endless body is never buffered.
+pub(crate) async fn read_capped(
+    resp: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ReadError> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(ReadError::TooLarge);
     }
-    serde_json::from_slice(&a.body).map_err(|e| Error::Decode {
-        method,
-        path: path.to_string(),
-        status: a.status.as_u16(),
-        detail: e.to_string(),
-    })
+    let hint = resp.content_length().unwrap_or(0).min(64 << 10);
+    let mut body = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Http)? {
+        if body.len().saturating_add(chunk.len()) > limit {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -543,10 +624,59 @@ mod tests {
             retry: RetryPolicy::default(),
         })
         .unwrap();
-        let mut url = c.url("/v2/droplets").unwrap();
+        let mut url = c.url("GET", "/v2/droplets").unwrap();
         url.query_pairs_mut()
             .append_pair("tag_name", "env:prod")
             .append_pair("name", "a b&c");
         assert_eq!(url.query(), Some("tag_name=env%3Aprod&name=a+b%26c"));
+    }
+
+    #[test]
+    fn loopback_urls() {
+        for u in [
+            "http://127.0.0.1:8080",
+            "http://127.9.9.9",
+            "http://localhost:1/x",
+            "http://LOCALHOST.",
+            "http://[::1]:1",
+            "http://[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(is_loopback_url(u), "{u}");
+        }
+        for u in [
+            "https://api.digitalocean.com",
+            "http://169.254.169.254",
+            "http://localhost.example.com",
+            "http://10.0.0.1",
+            "http://[::2]",
+            "not a url",
+            "",
+        ] {
+            assert!(!is_loopback_url(u), "{u}");
+        }
+    }
+
+    #[test]
+    fn page_caps() {
+        assert_eq!(page_cap(0), 2);
+        assert_eq!(page_cap(1), 3);
+        assert_eq!(page_cap(200), 3);
+        assert_eq!(page_cap(201), 4);
+        assert_eq!(page_cap(450), 5);
+        assert_eq!(page_cap(199_600), MAX_LIST_PAGES);
+        assert_eq!(page_cap(1_000_000_000), MAX_LIST_PAGES);
+        assert_eq!(page_cap(u64::MAX), MAX_LIST_PAGES);
+    }
+
+    #[test]
+    fn html_titles() {
+        let page = "<!DOCTYPE html>\n<html><head><TITLE>api.digitalocean.com | 522: Connection timed out</TITLE></head>";
+        assert_eq!(
+            html_title(page),
+            Some("api.digitalocean.com | 522: Connection timed out")
+        );
+        assert_eq!(html_title("<title lang=en>x</title>"), Some("x"));
+        assert_eq!(html_title("<title>unterminated"), None);
+        assert_eq!(html_title("plain"), None);
     }
 }

@@ -1,5 +1,7 @@
 //! When and how long to retry an API request: the retryable-status rule, the policy's
-//! exponential backoff with jitter, and the waits the API asks for in its headers.
+//! exponential backoff with jitter, and the waits the API asks for in its headers
+//! (`retry-after` as seconds or an HTTP date, the `ratelimit-reset` epoch). Every duration
+//! here saturates: no header value can make a wait overflow or panic.
 
 use reqwest::header::HeaderMap;
 use std::sync::Mutex;
@@ -29,9 +31,15 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Worth retrying for an idempotent request: 429 and the 5xx the API uses for "try again".
+/// The longest wait an answer's headers can ask for; longer asks are cut to this (the
+/// hourly rate limit resets within an hour).
+pub const MAX_HINT: Duration = Duration::from_secs(3600);
+
+/// Worth retrying for an idempotent request (GET, DELETE): 429 and every 5xx except 501
+/// (Cloudflare's 520–524 included), as go-retryablehttp's default policy does. The one rule:
+/// [`super::Error::is_retryable`] uses it too.
 pub fn is_retryable_status(status: u16) -> bool {
-    matches!(status, 429 | 500 | 502 | 503 | 504)
+    status == 429 || ((500..600).contains(&status) && status != 501)
 }
 
 /// Exponential backoff with jitter under a [`RetryPolicy`].
@@ -61,16 +69,17 @@ impl Backoff {
     }
 
     /// The wait before retry number `attempt` (1-based): what the server asked for when it
-    /// said (`hint`, uncapped: retrying sooner only earns another 429; the caller's budget
-    /// decides whether to wait that long at all), else exponential backoff with jitter.
+    /// said (`hint`, not shortened to `max_delay`: retrying sooner only earns another 429;
+    /// [`Backoff::allows`] decides whether to wait that long at all), else exponential
+    /// backoff with jitter.
     pub fn delay(&self, attempt: u32, hint: Option<Duration>) -> Duration {
         if let Some(h) = hint {
-            return h;
+            return h.min(MAX_HINT);
         }
         let exp = self
             .policy
             .min_delay
-            .saturating_mul(1u32 << (attempt - 1).min(16))
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
             .min(self.policy.max_delay);
         let half = exp / 2;
         half + half.mul_f64(self.random_unit())
@@ -79,7 +88,7 @@ impl Backoff {
     /// True when another attempt after `attempt` failed ones, waiting `delay` on top of the
     /// `waited` so far, stays within the policy.
     pub fn allows(&self, attempt: u32, waited: Duration, delay: Duration) -> bool {
-        attempt < self.policy.max_attempts && waited + delay <= self.policy.budget
+        attempt < self.policy.max_attempts && waited.saturating_add(delay) <= self.policy.budget
     }
 
     fn random_unit(&self) -> f64 {
@@ -93,29 +102,47 @@ impl Backoff {
     }
 }
 
-/// How long the answer's headers ask a client to wait: `retry-after` (seconds), or until
-/// the `ratelimit-reset` epoch when no request is left.
+/// How long the answer's headers ask a client to wait: `retry-after` (seconds or an HTTP
+/// date), or until the `ratelimit-reset` epoch when no request is left (the hourly limit's
+/// 429 carries only that). At most [`MAX_HINT`].
 pub fn retry_hint(h: &HeaderMap) -> Option<Duration> {
-    if let Some(secs) = header_u64(h, "retry-after") {
-        return Some(Duration::from_secs(secs));
+    retry_hint_at(h, SystemTime::now())
+}
+
+/// [`retry_hint`] as seen at `now`.
+pub(crate) fn retry_hint_at(h: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    if let Some(d) = header_str(h, "retry-after").and_then(|v| parse_retry_after(&v, now)) {
+        return Some(d.min(MAX_HINT));
     }
     let remaining = header_u64(h, "ratelimit-remaining");
     if let (Some(0), Some(reset)) = (remaining, header_u64(h, "ratelimit-reset")) {
         // `ratelimit-reset` is a Unix epoch, not a delay.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        return Some(Duration::from_secs(reset.saturating_sub(now).max(1)));
+        let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let secs = reset.saturating_sub(now).max(1);
+        return Some(Duration::from_secs(secs).min(MAX_HINT));
     }
     None
 }
 
-/// A header's value as trimmed text.
+/// A `Retry-After` value (RFC 9110 §10.2.3): delay-seconds, or an HTTP date (IMF-fixdate,
+/// or the obsolete RFC 850 and asctime forms) turned into the time left until it from
+/// `now` (zero when it is past). Seconds too large for a `u64` saturate; anything else
+/// is `None`.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(v.parse().unwrap_or(u64::MAX)));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// A header's value as trimmed text, fit for an error line or a log (visible ASCII only,
+/// at most [`super::error::ECHO_LIMIT`] characters).
 pub(crate) fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
-        .map(|s| s.trim().to_string())
+        .map(|s| super::error::printable(s, None, super::error::ECHO_LIMIT))
 }
 
 /// A header's value as an unsigned number.
@@ -163,5 +190,95 @@ mod tests {
             hint >= Duration::from_secs(39) && hint <= Duration::from_secs(40),
             "{hint:?}"
         );
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn retryable_statuses() {
+        for s in [
+            429, 500, 502, 503, 504, 505, 507, 520, 521, 522, 523, 524, 530, 599,
+        ] {
+            assert!(is_retryable_status(s), "{s}");
+        }
+        for s in [
+            200, 202, 204, 301, 302, 303, 400, 401, 403, 404, 409, 422, 501, 600, 999,
+        ] {
+            assert!(!is_retryable_status(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn retry_after_as_seconds_or_http_date() {
+        // Sun, 06 Nov 1994 08:49:37 GMT
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let p = |v| parse_retry_after(v, now);
+        assert_eq!(p("29"), Some(Duration::from_secs(29)));
+        assert_eq!(p(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            p("18446744073709551615"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(
+            p("99999999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(
+            p("Sun, 06 Nov 1994 08:50:07 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        // The obsolete forms HTTP still allows.
+        assert_eq!(
+            p("Sunday, 06-Nov-94 08:50:07 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(p("Sun Nov  6 08:50:07 1994"), Some(Duration::from_secs(30)));
+        // A date in the past: retry now.
+        assert_eq!(p("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
+        for bad in ["", "-1", "1.5", "soon", "Sun, 06 Nov 1994", "0x10", "+5"] {
+            assert_eq!(p(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hints_are_capped_and_never_overflow() {
+        let now = SystemTime::now();
+        let h = headers(&[("retry-after", "18446744073709551615")]);
+        assert_eq!(retry_hint_at(&h, now), Some(MAX_HINT));
+        let h = headers(&[("Retry-After", "Fri, 31 Dec 9999 23:59:59 GMT")]);
+        assert_eq!(retry_hint_at(&h, now), Some(MAX_HINT));
+        // An unparsable retry-after falls back to the reset epoch.
+        let epoch = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let h = headers(&[
+            ("retry-after", "later"),
+            ("ratelimit-remaining", "0"),
+            ("ratelimit-reset", &(epoch + 10).to_string()),
+        ]);
+        assert_eq!(retry_hint_at(&h, now), Some(Duration::from_secs(10)));
+        let h = headers(&[
+            ("ratelimit-remaining", "0"),
+            ("ratelimit-reset", "18446744073709551615"),
+        ]);
+        assert_eq!(retry_hint_at(&h, now), Some(MAX_HINT));
+        // A reset in the past still waits a second; with requests left there is no hint.
+        let h = headers(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "5")]);
+        assert_eq!(retry_hint_at(&h, now), Some(Duration::from_secs(1)));
+        let h = headers(&[("ratelimit-remaining", "3"), ("ratelimit-reset", "5")]);
+        assert_eq!(retry_hint_at(&h, now), None);
+
+        let b = Backoff::new(RetryPolicy::default());
+        assert_eq!(b.delay(1, Some(Duration::MAX)), MAX_HINT);
+        assert!(!b.allows(1, Duration::MAX, Duration::MAX));
+        assert!(!b.allows(1, Duration::ZERO, MAX_HINT));
+        assert!(b.allows(1, Duration::ZERO, Duration::from_secs(1)));
+        // Attempt 0 and huge attempt numbers do not underflow or overflow.
+        assert!(b.delay(0, None) <= Duration::from_secs(1));
+        assert!(b.delay(u32::MAX, None) <= Duration::from_secs(30));
     }
 }
