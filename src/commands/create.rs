@@ -8,6 +8,7 @@ use crate::digitalocean::{ActionLookup, Created, Droplet, MAX_NAMES_PER_CREATE};
 use crate::fleet::{DropletInfo, Fleet};
 use crate::haproxy::{Change, Haproxy};
 use crate::output;
+use crate::store::journal::{self, Intent};
 use anyhow::{anyhow, bail, Context, Result};
 use std::time::{Duration, Instant};
 
@@ -33,11 +34,26 @@ pub async fn run(ctx: &Ctx, count: u32, dry_run: bool) -> Result<()> {
         return preview(ctx, &haproxy, &names, &fields, user_data.as_deref()).await;
     }
 
+    // Reserve before spending: the names go into the store's journal under the lock
+    // first, which also proves the store can be written (a read-only or full file system,
+    // an unreachable etcd fails here, before any droplet is billed).
+    reserve(ctx, &names).await.with_context(|| {
+        format!(
+            "cannot record the droplets about to be created in {}; nothing was created",
+            ctx.store.describe()
+        )
+    })?;
+
     let mut pending: Vec<Pending> = Vec::new();
     let mut create_error = None;
     for chunk in names.chunks(MAX_NAMES_PER_CREATE) {
-        // Names whose outcome is unknown are never sent again; the failure names them.
-        let (created, failure) = ctx.client.create(chunk, &fields).await.split();
+        // Names whose outcome is unknown are never sent again: they stay journaled until a
+        // listing shows them (adopted) or they stay absent for not_found_grace.
+        let (mut created, failure) = ctx.client.create(chunk, &fields).await.split();
+        if let Some(f) = &failure {
+            settle_names(ctx, &f.not_created, &f.unknown).await?;
+            created.extend(resolve_unknown(ctx, &f.unknown).await?);
+        }
         if !created.is_empty() {
             record(ctx, &created).await?;
         }
@@ -55,8 +71,13 @@ pub async fn run(ctx: &Ctx, count: u32, dry_run: bool) -> Result<()> {
             });
         }
         if let Some(f) = failure {
-            create_error = Some(anyhow!(f).context("creating droplets"));
-            break;
+            let adopted_all = !f.unknown.is_empty()
+                && f.not_created.is_empty()
+                && pending_has_all(&pending, &f.unknown);
+            if !adopted_all {
+                create_error = Some(anyhow!(f).context("creating droplets"));
+                break;
+            }
         }
     }
 
@@ -129,8 +150,106 @@ struct Pending {
     since: Instant,
 }
 
-/// Appends the new IDs to the inventory under the lock, before any waiting: whatever
-/// happens next (Ctrl-C, kill -9, deadline), the droplets are accounted for.
+/// Writes the intents for `names` into the journal, under the lock.
+async fn reserve(ctx: &Ctx, names: &[String]) -> Result<()> {
+    let since = journal::now();
+    ctx.locked(async || {
+        ctx.store
+            .update_journal(|j| {
+                for n in names {
+                    if !j.creating.iter().any(|i| &i.name == n) {
+                        j.creating.push(Intent {
+                            name: n.clone(),
+                            since,
+                            ambiguous: false,
+                        });
+                    }
+                }
+            })
+            .await
+            .map(|_| ())
+    })
+    .await
+}
+
+/// After a failed create: names the API refused are dropped from the journal; names whose
+/// outcome is unknown are marked ambiguous (a later run adopts them if they appear).
+async fn settle_names(ctx: &Ctx, not_created: &[String], unknown: &[String]) -> Result<()> {
+    let since = journal::now();
+    ctx.locked(async || {
+        ctx.store
+            .update_journal(|j| {
+                j.creating.retain(|i| !not_created.contains(&i.name));
+                for i in &mut j.creating {
+                    if unknown.contains(&i.name) && !i.ambiguous {
+                        i.ambiguous = true;
+                        i.since = since;
+                    }
+                }
+            })
+            .await
+            .map(|_| ())
+    })
+    .await
+}
+
+/// Looks for droplets whose create answer was lost, by name and tag, for up to
+/// `not_found_grace` (lists lag behind creates). Those found are returned to be recorded;
+/// those still absent after the whole grace are confirmed never created and leave the
+/// journal. Nothing is ever POSTed again for them.
+async fn resolve_unknown(ctx: &Ctx, unknown: &[String]) -> Result<Vec<Created>> {
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let grace = ctx.cfg.create.not_found_grace;
+    let deadline = Instant::now() + grace;
+    let mut wait = (ctx.cfg.create.poll_interval / 8).max(Duration::from_millis(10));
+    let mut found: Vec<Droplet> = Vec::new();
+    loop {
+        note(&format!(
+            "the answer to the create of {} was lost; looking for them by name (up to {grace:.0?})",
+            unknown.join(", ")
+        ));
+        match ctx.client.find_by_names(unknown, ctx.tag()).await {
+            Ok(ds) => found = ds,
+            Err(e) => warn(&format!(
+                "looking for {}: {e}; will retry",
+                unknown.join(", ")
+            )),
+        }
+        if found.len() == unknown.len() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now()))).await;
+        wait = (wait * 2).min(ctx.cfg.create.poll_interval);
+    }
+    let absent: Vec<String> = unknown
+        .iter()
+        .filter(|n| !found.iter().any(|d| d.name.eq_ignore_ascii_case(n)))
+        .cloned()
+        .collect();
+    if !absent.is_empty() && Instant::now() >= deadline {
+        // Absent for the whole grace: confirmed never created.
+        settle_names(ctx, &absent, &[]).await?;
+    }
+    Ok(found
+        .into_iter()
+        .map(|droplet| Created {
+            droplet,
+            actions: Vec::new(),
+        })
+        .collect())
+}
+
+fn pending_has_all(pending: &[Pending], names: &[String]) -> bool {
+    names
+        .iter()
+        .all(|n| pending.iter().any(|p| p.name.eq_ignore_ascii_case(n)))
+}
+
+/// Appends the new IDs to the inventory and settles their intents, under the lock, before
+/// any waiting: whatever happens next (Ctrl-C, kill -9, deadline), the droplets are
+/// accounted for.
 async fn record(ctx: &Ctx, created: &[Created]) -> Result<()> {
     ctx.locked(async || {
         ctx.store
@@ -140,6 +259,15 @@ async fn record(ctx: &Ctx, created: &[Created]) -> Result<()> {
                         inv.ids.push(c.droplet.id);
                     }
                 }
+            })
+            .await?;
+        ctx.store
+            .update_journal(|j| {
+                j.creating.retain(|i| {
+                    !created
+                        .iter()
+                        .any(|c| c.droplet.name.eq_ignore_ascii_case(&i.name))
+                })
             })
             .await
             .map(|_| ())

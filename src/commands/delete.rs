@@ -27,9 +27,12 @@ pub async fn run(ctx: &Ctx, which: Which, dry_run: bool) -> Result<()> {
 }
 
 async fn delete_locked(ctx: &Ctx, which: Which, dry_run: bool) -> Result<()> {
-    let inv = ctx.store.load().await?;
+    let mut inv = ctx.store.load().await?;
     let inv_path = ctx.store.describe();
-    let fleet = ctx.fleet(&inv).await?;
+    let mut fleet = ctx.fleet(&inv).await?;
+    if !dry_run {
+        ctx.settle_journal(&mut inv, &mut fleet).await?;
+    }
     let line = match &which {
         Which::Line(n) if *n < inv.ids.len() => *n,
         Which::Line(n) => {

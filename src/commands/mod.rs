@@ -14,6 +14,7 @@ use crate::digitalocean::{Client, Event};
 use crate::fleet::{Fleet, MissingLog};
 use crate::haproxy::{self, Change, Haproxy, Server};
 use crate::inventory::Inventory;
+use crate::store::journal;
 use crate::store::Store;
 use anyhow::Result;
 
@@ -89,6 +90,65 @@ impl Ctx {
             .await?
             .clone();
         Ok(Haproxy::new(&self.cfg.haproxy, template, bind))
+    }
+
+    /// Adopts droplets of interrupted or ambiguous creates: a journaled name found among the
+    /// deployment's tagged droplets goes into the inventory (and out of the orphans); an
+    /// intent absent for longer than `not_found_grace` is dropped (never created). The
+    /// caller holds the lock; `inv` and `fleet` are updated in place.
+    pub async fn settle_journal(&self, inv: &mut Inventory, fleet: &mut Fleet) -> Result<()> {
+        let j = self.store.journal().await?;
+        if j.creating.is_empty() {
+            return Ok(());
+        }
+        let grace = self.cfg.create.not_found_grace.as_secs();
+        let now = journal::now();
+        let mut adopt: Vec<u64> = Vec::new();
+        let mut settled: Vec<String> = Vec::new();
+        for intent in &j.creating {
+            if let Some(d) = fleet
+                .orphans
+                .iter()
+                .find(|d| d.name.eq_ignore_ascii_case(&intent.name))
+            {
+                note(&format!(
+                    "droplet {} ({}) of an interrupted create is adopted into {}",
+                    d.id,
+                    d.name,
+                    self.store.describe()
+                ));
+                adopt.push(d.id);
+                settled.push(intent.name.clone());
+            } else if now.saturating_sub(intent.since) > grace.max(1) {
+                settled.push(intent.name.clone());
+            }
+        }
+        if settled.is_empty() {
+            return Ok(());
+        }
+        if !adopt.is_empty() {
+            *inv = self
+                .store
+                .update(|i| {
+                    for id in &adopt {
+                        if !i.ids.contains(id) {
+                            i.ids.push(*id);
+                        }
+                    }
+                })
+                .await?;
+            let (moved, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut fleet.orphans)
+                .into_iter()
+                .partition(|d| adopt.contains(&d.id));
+            fleet.orphans = kept;
+            for d in moved {
+                fleet.by_id.insert(d.id, d);
+            }
+        }
+        self.store
+            .update_journal(|j| j.creating.retain(|i| !settled.contains(&i.name)))
+            .await?;
+        Ok(())
     }
 
     /// The servers to route to for `inv` (minus `exclude`): ready droplets, plus droplets

@@ -6,8 +6,17 @@ use anyhow::Result;
 
 /// Runs `print`.
 pub async fn run(ctx: &Ctx) -> Result<()> {
-    let inv = ctx.store.load().await?;
-    let fleet = ctx.fleet(&inv).await?;
+    let mut inv = ctx.store.load().await?;
+    let mut fleet = ctx.fleet(&inv).await?;
+    if !ctx.store.journal().await?.creating.is_empty() {
+        // An interrupted create left names behind: adopt what the listing shows.
+        ctx.locked(async || {
+            inv = ctx.store.load().await?;
+            fleet = ctx.fleet(&inv).await?;
+            ctx.settle_journal(&mut inv, &mut fleet).await
+        })
+        .await?;
+    }
     if inv.ids.is_empty() {
         say("The inventory file is empty. Use the create command.");
     }

@@ -17,8 +17,11 @@ pub struct Options {
 pub async fn run(ctx: &Ctx, opts: Options) -> Result<()> {
     let (applied, servers) = ctx
         .locked(async || {
-            let inv = ctx.store.load().await?;
-            let fleet = ctx.fleet(&inv).await?;
+            let mut inv = ctx.store.load().await?;
+            let mut fleet = ctx.fleet(&inv).await?;
+            if !opts.dry_run {
+                ctx.settle_journal(&mut inv, &mut fleet).await?;
+            }
             let servers = ctx.servers(&inv, &fleet, &[], !opts.dry_run).await?;
             if opts.dry_run {
                 show_preview(ctx, &servers, "reload").await?;

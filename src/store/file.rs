@@ -3,8 +3,8 @@
 
 use crate::fsutil;
 use crate::inventory::Inventory;
-use crate::store::journal::Journal;
 use crate::lock::{self, FileLock};
+use crate::store::journal::Journal;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

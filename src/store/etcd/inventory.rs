@@ -77,7 +77,10 @@ impl EtcdStore {
     pub async fn read_journal(&self) -> Result<(Journal, i64)> {
         let key = self.journal_key();
         let (text, mod_revision, _) = self.read_key(&key).await?;
-        Ok((Journal::parse(&format!("etcd key {key}"), &text)?, mod_revision))
+        Ok((
+            Journal::parse(&format!("etcd key {key}"), &text)?,
+            mod_revision,
+        ))
     }
 
     /// Writes the journal if its key is still at `mod_revision`.
