@@ -14,6 +14,10 @@
 // The benchmark prints its tables itself.
 #![allow(clippy::disallowed_macros)]
 
+// `doproxy_command`: the harness's isolated doproxy command, one copy for tests and bench.
+#[path = "../tests/support/command.rs"]
+mod command;
+
 use anyhow::{anyhow, bail, Context, Result};
 use do_sim::sandbox::{self, DoproxyConfig, RetryOptions};
 use do_sim::{Faults, Sim, SimOptions};
@@ -258,22 +262,11 @@ impl RunOut {
 /// Runs the doproxy binary in `dir`, bounded by [`RUN_TIMEOUT`] (killed by PID past it).
 /// With `sample`, polls the child's VmHWM every millisecond.
 fn run_doproxy(dir: &Path, sim_url: &str, args: &[&str], sample: bool) -> Result<RunOut> {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
+    // No DigitalOcean variables from the outside; the metadata service is the sim.
+    let mut cmd = command::doproxy_command(dir, sim_url, args);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for k in [
-        "DIGITALOCEAN_ACCESS_TOKEN",
-        "DIGITALOCEAN_TOKEN",
-        "DIGITALOCEAN_API_URL",
-        "DOPROXY_CONFIG",
-    ] {
-        cmd.env_remove(k);
-    }
-    // Even if a config lacked metadata_url, the metadata service would be the sim.
-    cmd.env("DOPROXY_METADATA_URL", sim_url);
 
     let start = Instant::now();
     let child = cmd.spawn().context("spawning doproxy")?;

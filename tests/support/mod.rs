@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+mod command;
 pub mod etcd;
 
 pub use do_sim::sandbox::{self, DoproxyConfig, InventoryOptions};
@@ -190,20 +191,7 @@ impl TestEnv {
     /// The doproxy command in the temp dir, with no DigitalOcean variables from the outside
     /// and the metadata service pointed at the simulator.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_doproxy"));
-        cmd.args(args).current_dir(self.dir.path());
-        for k in [
-            "DIGITALOCEAN_ACCESS_TOKEN",
-            "DIGITALOCEAN_TOKEN",
-            "DIGITALOCEAN_API_URL",
-            "DOPROXY_CONFIG",
-        ] {
-            cmd.env_remove(k);
-        }
-        // Defence in depth: even a config without metadata_url never reaches the real
-        // metadata address from a test.
-        cmd.env("DOPROXY_METADATA_URL", self.sim.url());
-        cmd
+        command::doproxy_command(self.dir.path(), &self.sim.url(), args)
     }
 
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
