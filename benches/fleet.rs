@@ -14,12 +14,16 @@
 // The benchmark prints its tables itself.
 #![allow(clippy::disallowed_macros)]
 
+// `doproxy_command`: the harness's isolated doproxy command, one copy for tests and bench.
+#[path = "../tests/support/command.rs"]
+mod command;
+
 use anyhow::{anyhow, bail, Context, Result};
+use do_sim::sandbox::{self, DoproxyConfig, RetryOptions};
 use do_sim::{Faults, Sim, SimOptions};
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -92,8 +96,7 @@ fn run() -> Result<()> {
 // ---------------------------------------------------------------------------------------
 
 fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("binding a free loopback port")?;
-    Ok(l.local_addr()?.port())
+    sandbox::free_port().context("binding a free loopback port")
 }
 
 fn sim_options(latency: Duration, active_after: Duration) -> Result<SimOptions> {
@@ -127,15 +130,18 @@ impl World {
             bail!("do-sim is not on loopback: {url}");
         }
         let dir = tempfile::tempdir().context("creating a temp dir")?;
-        std::fs::create_dir_all(dir.path().join("etc"))?;
-        std::fs::write(dir.path().join("inventory"), "")?;
         let w = World {
             dir,
             sim,
             backend_port,
             frontend_port: free_port()?,
         };
-        w.write_config(haproxy, poll_interval)?;
+        sandbox::prepare_dir(
+            w.dir.path(),
+            &w.config(haproxy, poll_interval),
+            sandbox::TEST_USER_DATA,
+        )
+        .context("writing doproxy.yml")?;
         Ok(w)
     }
 
@@ -143,54 +149,31 @@ impl World {
         self.dir.path().join(rel)
     }
 
-    fn write_config(&self, haproxy: bool, poll_interval: &str) -> Result<()> {
-        let d = self.dir.path().display();
-        let (check, reload) = if haproxy {
-            (
-                "haproxy -dW -c -f {config}".to_string(),
-                format!(
-                    "if [ -s {d}/haproxy.pid ] && kill -0 $(cat {d}/haproxy.pid) 2>/dev/null; then kill -USR2 $(cat {d}/haproxy.pid); else haproxy -W -D -p {d}/haproxy.pid -S {d}/master.sock -f {{config}}; fi"
-                ),
-            )
-        } else {
-            ("true".to_string(), "true".to_string())
-        };
-        let api = self.sim.url();
-        let text = format!(
-            r#"token: {TOKEN}
-haproxy_cfg_file: haproxy.cfg
-haproxy_cfg_path: etc
-inventory_file: inventory
-droplet_options:
-  hostname_prefix: auto-nginx
-  region: nyc3
-  size: s-1vcpu-1gb
-  image: ubuntu-24-04-x64
-api_url: {api}
-metadata_url: {api}
-backend_port: {bp}
-frontend_bind: 127.0.0.1:{fp}
-check_command: '{check}'
-reload_command: '{reload}'
-poll_interval: {poll_interval}
-wait_timeout: 60s
-api_timeout: 10s
-lock_timeout: 30s
-haproxy:
-  chroot: null
-  user: null
-  group: null
-  log: null
-  stats_socket: {d}/admin.sock
-  noreuseport: true
-"#,
-            bp = self.backend_port,
-            fp = self.frontend_port,
+    /// The tests' loopback config ([`DoproxyConfig::loopback`]) with the bench's own
+    /// settings: `poll_interval`, longer waits, doproxy's defaults for the retry policy,
+    /// grace, drain, reload verification and check interval, no SSH keys and no
+    /// `userdata_file` (the `user-data.yml` [`sandbox::prepare_dir`] writes goes unused).
+    fn config(&self, haproxy: bool, poll_interval: &str) -> DoproxyConfig {
+        let mut c = DoproxyConfig::loopback(
+            self.dir.path(),
+            &self.sim.url(),
+            TOKEN,
+            self.backend_port,
+            self.frontend_port,
+            haproxy,
         );
-        let p = self.path("doproxy.yml");
-        std::fs::write(&p, text)?;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
-        Ok(())
+        c.ssh_key_ids = None;
+        c.userdata_file = None;
+        c.poll_interval = Some(poll_interval.to_string());
+        c.wait_timeout = Some("60s".into());
+        c.api_timeout = Some("10s".into());
+        c.lock_timeout = Some("30s".into());
+        c.not_found_grace = None;
+        c.drain_timeout = None;
+        c.reload_verify_timeout = None;
+        c.retry = RetryOptions::default();
+        c.haproxy.check_inter = None;
+        c
     }
 
     fn write_inventory(&self, ids: &[u64]) -> Result<()> {
@@ -279,22 +262,11 @@ impl RunOut {
 /// Runs the doproxy binary in `dir`, bounded by [`RUN_TIMEOUT`] (killed by PID past it).
 /// With `sample`, polls the child's VmHWM every millisecond.
 fn run_doproxy(dir: &Path, sim_url: &str, args: &[&str], sample: bool) -> Result<RunOut> {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
+    // No DigitalOcean variables from the outside; the metadata service is the sim.
+    let mut cmd = command::doproxy_command(dir, sim_url, args);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for k in [
-        "DIGITALOCEAN_ACCESS_TOKEN",
-        "DIGITALOCEAN_TOKEN",
-        "DIGITALOCEAN_API_URL",
-        "DOPROXY_CONFIG",
-    ] {
-        cmd.env_remove(k);
-    }
-    // Even if a config lacked metadata_url, the metadata service would be the sim.
-    cmd.env("DOPROXY_METADATA_URL", sim_url);
 
     let start = Instant::now();
     let child = cmd.spawn().context("spawning doproxy")?;

@@ -9,29 +9,31 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Node A's config (the harness's) with the inventory in etcd.
-fn etcd_config(env: &TestEnv, etcd: &EtcdCluster) -> String {
-    let endpoints = etcd.endpoints().join(", ");
-    env.config_text("watch_debounce: 100ms\n").replace(
-        "inventory_file: inventory\n",
-        &format!("inventory:\n  backend: etcd\n  endpoints: [{endpoints}]\n  prefix: /doproxy-test/\n  lock_ttl: 3s\n  timeout: 2s\n"),
-    )
+fn etcd_config(env: &TestEnv, etcd: &EtcdCluster) -> DoproxyConfig {
+    let mut c = env.config();
+    c.watch_debounce = Some("100ms".into());
+    c.inventory_file = None;
+    c.inventory = InventoryOptions {
+        backend: Some("etcd".into()),
+        endpoints: Some(etcd.endpoints()),
+        prefix: Some("/doproxy-test/".into()),
+        lock_ttl: Some("3s".into()),
+        timeout: Some("2s".into()),
+        ..InventoryOptions::default()
+    };
+    c
 }
 
 /// Node B: the same inventory and API, its own HAProxy (config, port, sockets, pidfile).
-fn node_b_config(env: &TestEnv, node_a: &str, frontend_b: u16) -> String {
-    node_a
-        .replace("haproxy_cfg_path: etc\n", "haproxy_cfg_path: etc-b\n")
-        .replace(
-            "haproxy_cfg_file: haproxy.cfg\n",
-            "haproxy_cfg_file: haproxy-b.cfg\n",
-        )
-        .replace(
-            &format!("frontend_bind: 127.0.0.1:{}", env.frontend_port),
-            &format!("frontend_bind: 127.0.0.1:{frontend_b}"),
-        )
-        .replace("/admin.sock", "/admin-b.sock")
-        .replace("/haproxy.pid", "/haproxy-b.pid")
-        .replace("/master.sock", "/master-b.sock")
+fn node_b_config(env: &TestEnv, node_a: &DoproxyConfig, frontend_b: u16) -> DoproxyConfig {
+    let mut c = node_a.clone();
+    c.haproxy_cfg_path = Some("etc-b".into());
+    c.haproxy_cfg_file = Some("haproxy-b.cfg".into());
+    c.frontend_bind = Some(format!("127.0.0.1:{frontend_b}"));
+    c.haproxy.stats_socket = Some(Some(env.path("admin-b.sock").display().to_string()));
+    let (check, reload) = env.commands_with(&env.path("haproxy-b.pid"), &env.path("master-b.sock"));
+    (c.check_command, c.reload_command) = (Some(check), Some(reload));
+    c
 }
 
 /// Child processes (watchers) and node B's HAProxy, stopped on drop (by PID).
@@ -130,7 +132,7 @@ fn active_ids(env: &TestEnv) -> HashSet<u64> {
 fn etcd_inventory_commands_import_and_export() {
     let Some(etcd) = start_single() else { return };
     let env = TestEnv::new();
-    env.write("doproxy.yml", &etcd_config(&env, &etcd));
+    env.write_config(&etcd_config(&env, &etcd));
     assert_eq!(
         env.run(&["print"]).ok().stdout,
         "The inventory file is empty. Use the create command.\n"
@@ -167,8 +169,11 @@ fn two_nodes_racing_creates_record_every_droplet_once() {
     let Some(etcd) = start_single() else { return };
     let env = TestEnv::new();
     let a = etcd_config(&env, &etcd);
-    env.write("doproxy.yml", &a);
-    env.write("node-b.yml", &node_b_config(&env, &a, free_port()));
+    env.write_config(&a);
+    env.write(
+        "node-b.yml",
+        &node_b_config(&env, &a, free_port()).to_yaml(),
+    );
     std::fs::create_dir_all(env.path("etc-b")).unwrap();
     let started = Instant::now();
     let children: Vec<Child> = (0..8)
@@ -218,8 +223,8 @@ fn three_member_cluster_loses_nothing_and_watchers_converge() {
     let env = TestEnv::with_haproxy();
     let a = etcd_config(&env, &etcd);
     let frontend_b = free_port();
-    env.write("doproxy.yml", &a);
-    env.write("node-b.yml", &node_b_config(&env, &a, frontend_b));
+    env.write_config(&a);
+    env.write("node-b.yml", &node_b_config(&env, &a, frontend_b).to_yaml());
     std::fs::create_dir_all(env.path("etc-b")).unwrap();
     let mut procs = Procs {
         children: Vec::new(),
@@ -408,16 +413,26 @@ fn etcd_over_mutual_tls_with_a_private_ca() {
             .spawn()
             .expect("start etcd"),
     );
-    let inventory = |tls: &str| {
-        format!(
-            "inventory:\n  backend: etcd\n  endpoints: [https://127.0.0.1:{client_port}]\n  prefix: /tls-test/\n  timeout: 1s\n{tls}"
-        )
+    // The inventory in etcd over TLS, with the given `ca_file`, `cert_file` and `key_file`.
+    let with_tls = |ca: Option<&str>, cert: Option<&str>, key: Option<&str>| {
+        env.configure(|c| {
+            c.inventory_file = None;
+            c.inventory = InventoryOptions {
+                backend: Some("etcd".into()),
+                endpoints: Some(vec![format!("https://127.0.0.1:{client_port}")]),
+                prefix: Some("/tls-test/".into()),
+                timeout: Some("1s".into()),
+                ca_file: ca.map(String::from),
+                cert_file: cert.map(String::from),
+                key_file: key.map(String::from),
+                ..InventoryOptions::default()
+            };
+        })
     };
-    let full = "  ca_file: pki/ca.pem\n  cert_file: pki/client.pem\n  key_file: pki/client.key\n";
-    env.write(
-        "doproxy.yml",
-        &env.config_text("")
-            .replace("inventory_file: inventory\n", &inventory(full)),
+    with_tls(
+        Some("pki/ca.pem"),
+        Some("pki/client.pem"),
+        Some("pki/client.key"),
     );
     let started = Instant::now();
     while env.run(&["inventory", "export"]).code != 0 {
@@ -433,33 +448,15 @@ fn etcd_over_mutual_tls_with_a_private_ca() {
     assert_eq!(env.run(&["inventory", "export"]).ok().stdout.trim(), id);
 
     // Without the client certificate, etcd refuses; without the CA, doproxy refuses etcd.
-    env.write(
-        "doproxy.yml",
-        &env.config_text("").replace(
-            "inventory_file: inventory\n",
-            &inventory("  ca_file: pki/ca.pem\n"),
-        ),
-    );
+    with_tls(Some("pki/ca.pem"), None, None);
     let r = env.run(&["print"]).code(1);
     assert!(r.stderr.contains("etcd"), "{}", r.stderr);
-    env.write(
-        "doproxy.yml",
-        &env.config_text("").replace(
-            "inventory_file: inventory\n",
-            &inventory("  cert_file: pki/client.pem\n  key_file: pki/client.key\n"),
-        ),
-    );
+    with_tls(None, Some("pki/client.pem"), Some("pki/client.key"));
     let r = env.run(&["print"]).code(1);
     assert!(r.stderr.contains("etcd"), "{}", r.stderr);
     // A key file that is not a key: a configuration error naming the field, never the key.
     env.write("pki/bad.key", "not a key\n");
-    env.write(
-        "doproxy.yml",
-        &env.config_text("").replace(
-            "inventory_file: inventory\n",
-            &inventory("  cert_file: pki/client.pem\n  key_file: pki/bad.key\n"),
-        ),
-    );
+    with_tls(None, Some("pki/client.pem"), Some("pki/bad.key"));
     let r = env.run(&["print"]).code(2);
     assert!(
         r.stderr.contains("client certificate and key"),

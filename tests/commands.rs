@@ -206,10 +206,7 @@ fn original_config_and_inventory_load_unchanged() {
 #[test]
 fn token_from_environment() {
     let env = TestEnv::new();
-    let text = env
-        .config_text("")
-        .replace(&format!("token: {TOKEN}\n"), "");
-    env.write("doproxy.yml", &text);
+    env.configure(|c| c.token = None);
     env.run(&["print"]).code(2);
     env.run_env(&["print"], &[("DIGITALOCEAN_ACCESS_TOKEN", TOKEN)])
         .ok();
@@ -332,7 +329,7 @@ fn readiness_gate_waits_until_the_app_answers() {
         ..fast_sim_options()
     };
     let env = TestEnv::with_options(opts, false);
-    env.write_config("readiness_check: true\n");
+    env.configure(|c| c.readiness_check = Some(true));
     let r = env.run(&["-v", "create"]).ok();
     assert!(
         r.stderr.contains("readiness check http://127.") && r.stderr.contains(": not yet"),

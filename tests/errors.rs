@@ -2,6 +2,7 @@
 //! exit, and changes nothing (inventory, installed config, droplets).
 
 use crate::support::*;
+use serde_json::json;
 
 /// Runs `args` after `setup`, and checks exit code, message, and that nothing changed.
 fn case(name: &str, args: &[&str], code: i32, needle: &str, setup: impl FnOnce(&TestEnv)) {
@@ -68,49 +69,34 @@ fn missing_config_file() {
 #[test]
 fn malformed_yaml_names_the_file_and_line() {
     case("malformed yaml", &["print"], 2, "doproxy.yml", |e| {
-        e.write("doproxy.yml", "token: [unclosed\n")
+        sandbox::write_config(e.dir.path(), "token: [unclosed\n").unwrap();
     });
 }
 
 #[test]
 fn unknown_key_is_named() {
     case("unknown key", &["print"], 2, "bogus_key", |e| {
-        e.write_config("bogus_key: 1\n")
+        e.configure(|c| c.set_raw("bogus_key", json!(1)))
     });
 }
 
 #[test]
 fn wrong_type_is_named() {
     case("wrong type", &["print"], 2, "backend_port", |e| {
-        let t = e.config_text("").replace(
-            &format!("backend_port: {}", e.backend_port),
-            "backend_port: eighty",
-        );
-        e.write("doproxy.yml", &t);
+        e.configure(|c| c.set_raw("backend_port", json!("eighty")));
     });
 }
 
 #[test]
 fn token_problems() {
     case("missing token", &["print"], 2, "token", |e| {
-        e.write(
-            "doproxy.yml",
-            &e.config_text("").replace(&format!("token: {TOKEN}\n"), ""),
-        );
+        e.configure(|c| c.remove("token"));
     });
     case("token whitespace", &["print"], 2, "whitespace", |e| {
-        e.write(
-            "doproxy.yml",
-            &e.config_text("")
-                .replace(&format!("token: {TOKEN}"), &format!("token: \"{TOKEN} \"")),
-        );
+        e.configure(|c| c.token = Some(format!("{TOKEN} ")));
     });
     case("wrong token", &["print"], 1, "401", |e| {
-        e.write(
-            "doproxy.yml",
-            &e.config_text("")
-                .replace(&format!("token: {TOKEN}"), "token: wrong-token"),
-        );
+        e.configure(|c| c.token = Some("wrong-token".into()));
     });
 }
 
@@ -157,13 +143,7 @@ fn invalid_hostname_prefix() {
         2,
         "droplet_options.hostname_prefix",
         |e| {
-            e.write(
-                "doproxy.yml",
-                &e.config_text("").replace(
-                    "hostname_prefix: auto-nginx",
-                    "hostname_prefix: \"bad name!\"",
-                ),
-            );
+            e.configure(|c| c.droplet_options.hostname_prefix = Some("bad name!".into()));
         },
     );
 }
@@ -172,7 +152,7 @@ fn invalid_hostname_prefix() {
 fn template_errors_stop_before_anything_changes() {
     case("template syntax", &["reload"], 1, "my.tera", |e| {
         e.write("my.tera", "global\n{% if %}\n");
-        e.write_config("haproxy_template_file: my.tera\n");
+        e.configure(|c| c.haproxy_template_file = Some("my.tera".into()));
     });
     case(
         "template unknown variable",
@@ -181,7 +161,7 @@ fn template_errors_stop_before_anything_changes() {
         "no_such_var",
         |e| {
             e.write("my.tera", "global\n  maxconn {{ no_such_var }}\n");
-            e.write_config("haproxy_template_file: my.tera\n");
+            e.configure(|c| c.haproxy_template_file = Some("my.tera".into()));
         },
     );
 }
@@ -189,48 +169,26 @@ fn template_errors_stop_before_anything_changes() {
 #[test]
 fn failing_check_leaves_live_config() {
     case("check fails", &["reload"], 1, "config check", |e| {
-        e.write(
-            "doproxy.yml",
-            &e.config_text("").replace(
-                "check_command: 'true'",
-                "check_command: 'echo \"[ALERT] bad\" >&2; exit 1'",
-            ),
-        );
+        e.configure(|c| c.check_command = Some("echo \"[ALERT] bad\" >&2; exit 1".into()));
     });
 }
 
 #[test]
 fn failing_reload_restores_the_previous_config() {
     case("reload fails", &["reload"], 1, "exit code 3", |e| {
-        e.write(
-            "doproxy.yml",
-            &e.config_text("")
-                .replace("reload_command: 'true'", "reload_command: 'exit 3'"),
-        );
+        e.configure(|c| c.reload_command = Some("exit 3".into()));
     });
 }
 
 #[test]
 fn plain_http_api_url_off_loopback_is_refused() {
     case("http api", &["print"], 2, "api_url", |e| {
-        e.write(
-            "doproxy.yml",
-            &e.config_text("").replace(
-                &format!("api_url: {}", e.sim.url()),
-                "api_url: http://203.0.113.5",
-            ),
-        );
+        e.configure(|c| c.api_url = Some("http://203.0.113.5".into()));
     });
 }
 
 fn point_api_at(e: &TestEnv, url: &str) {
-    e.write(
-        "doproxy.yml",
-        &e.config_text("").replace(
-            &format!("api_url: {}", e.sim.url()),
-            &format!("api_url: {url}"),
-        ),
-    );
+    e.configure(|c| c.api_url = Some(url.into()));
 }
 
 #[test]
@@ -309,33 +267,17 @@ fn more_config_mistakes() {
         2,
         "droplet_options: unknown field `colour`",
         |e| {
-            e.write(
-                "doproxy.yml",
-                &e.config_text("")
-                    .replace("  size: s-1vcpu-1gb", "  size: s-1vcpu-1gb\n  colour: blue"),
-            );
+            e.configure(|c| c.set_raw("droplet_options.colour", json!("blue")));
         },
     );
     case("placeholder token", &["print"], 2, "placeholder", |e| {
-        e.write(
-            "doproxy.yml",
-            &e.config_text("")
-                .replace(&format!("token: {TOKEN}"), "token: <YOUR_DO_API_TOKEN>"),
-        );
+        e.configure(|c| c.token = Some("<YOUR_DO_API_TOKEN>".into()));
     });
     case("negative duration", &["print"], 2, "wait_timeout", |e| {
-        e.write(
-            "doproxy.yml",
-            &e.config_text("")
-                .replace("wait_timeout: 20s", "wait_timeout: -5"),
-        );
+        e.configure(|c| c.set_raw("wait_timeout", json!(-5)));
     });
     case("bad frontend_bind", &["print"], 2, "frontend_bind", |e| {
-        e.write(
-            "doproxy.yml",
-            &e.config_text("")
-                .replace("frontend_bind: 127.0.0.1:", "frontend_bind: nowhere:"),
-        );
+        e.configure(|c| c.frontend_bind = Some(format!("nowhere:{}", e.frontend_port)));
     });
     case(
         "stats user without password",
@@ -343,13 +285,7 @@ fn more_config_mistakes() {
         2,
         "stats_user and stats_password",
         |e| {
-            e.write(
-                "doproxy.yml",
-                &e.config_text("").replace(
-                    "  noreuseport: true",
-                    "  noreuseport: true\n  stats_user: admin",
-                ),
-            );
+            e.configure(|c| c.haproxy.stats_user = Some("admin".into()));
         },
     );
 }
@@ -364,7 +300,7 @@ fn missing_files() {
         &["reload"],
         2,
         "haproxy_template_file",
-        |e| e.write_config("haproxy_template_file: nope.tera\n"),
+        |e| e.configure(|c| c.haproxy_template_file = Some("nope.tera".into())),
     );
     case("missing inventory", &["print"], 1, "doesn't exist", |e| {
         std::fs::remove_file(e.path("inventory")).unwrap();
@@ -384,13 +320,7 @@ fn inventory_problems() {
         },
     );
     case("invalid tag", &["create"], 2, "droplet_options.tags", |e| {
-        e.write(
-            "doproxy.yml",
-            &e.config_text("").replace(
-                "hostname_prefix: auto-nginx",
-                "hostname_prefix: auto-nginx\n  tags: [\"bad tag\"]",
-            ),
-        );
+        e.configure(|c| c.droplet_options.tags = Some(vec!["bad tag".into()]));
     });
 }
 
@@ -422,16 +352,13 @@ fn more_argument_mistakes() {
 
 #[test]
 fn more_value_mistakes() {
-    let replace = |from: &'static str, to: &'static str| {
+    // The harness's config after `edit`, which must change it.
+    let edited = |what: &'static str, edit: fn(&mut DoproxyConfig)| {
         move |e: &TestEnv| {
-            let text = e.config_text("");
-            let from = if from == "BP" {
-                format!("backend_port: {}", e.backend_port)
-            } else {
-                from.to_string()
-            };
-            assert!(text.contains(&from), "{from}");
-            e.write("doproxy.yml", &text.replace(&from, to));
+            let mut c = e.config();
+            edit(&mut c);
+            assert_ne!(c, e.config(), "{what}");
+            e.write_config(&c);
         }
     };
     case(
@@ -439,23 +366,19 @@ fn more_value_mistakes() {
         &["print"],
         2,
         "backend_port",
-        replace("BP", "backend_port: 0"),
+        edited("backend_port: 0", |c| c.backend_port = Some(0)),
     );
     case(
         "port out of range",
         &["print"],
         2,
         "backend_port",
-        replace("BP", "backend_port: 70000"),
+        edited("backend_port: 70000", |c| {
+            c.set_raw("backend_port", json!(70000))
+        }),
     );
     case("ftp api url", &["print"], 2, "api_url", |e| {
-        e.write(
-            "doproxy.yml",
-            &e.config_text("").replace(
-                &format!("api_url: {}", e.sim.url()),
-                "api_url: ftp://127.0.0.1/",
-            ),
-        );
+        e.configure(|c| c.api_url = Some("ftp://127.0.0.1/".into()));
     });
     case(
         "relative stats socket",
@@ -463,17 +386,7 @@ fn more_value_mistakes() {
         2,
         "haproxy.stats_socket",
         |e| {
-            let text = e.config_text("");
-            let start = text.find("  stats_socket: ").unwrap();
-            let end = start + text[start..].find('\n').unwrap();
-            e.write(
-                "doproxy.yml",
-                &format!(
-                    "{}  stats_socket: run/admin.sock{}",
-                    &text[..start],
-                    &text[end..]
-                ),
-            );
+            e.configure(|c| c.haproxy.stats_socket = Some(Some("run/admin.sock".into())));
         },
     );
     case(
@@ -481,13 +394,15 @@ fn more_value_mistakes() {
         &["print"],
         2,
         "haproxy.check_inter",
-        replace("check_inter: 500ms", "check_inter: 2x"),
+        edited("check_inter: 2x", |c| {
+            c.haproxy.check_inter = Some("2x".into())
+        }),
     );
     case(
         "image missing",
         &["print"],
         2,
         "missing field `image`",
-        replace("  image: ubuntu-24-04-x64\n", ""),
+        edited("no image", |c| c.droplet_options.image = None),
     );
 }

@@ -194,11 +194,7 @@ fn flaky_rate_limited_api_loses_nothing_and_duplicates_nothing() {
         ..fast_sim_options()
     };
     let env = TestEnv::with_options(opts, false);
-    env.write(
-        "doproxy.yml",
-        &env.config_text("")
-            .replace("wait_timeout: 20s", "wait_timeout: 4s"),
-    );
+    env.configure(|c| c.wait_timeout = Some("4s".into()));
     let mut outcomes = Vec::new();
     for args in [
         &["create", "--count", "3"][..],
@@ -326,8 +322,8 @@ fn haproxy_keeps_serving_through_bad_templates_and_failed_reloads() {
     let good = env.installed();
     // Runs `reload` under `config`: it must fail saying all of `says`, leave the good config
     // installed, and HAProxy must go on serving every request.
-    let refused = |config: &str, args: &[&str], says: &[&str]| {
-        env.write("doproxy.yml", config);
+    let refused = |config: &DoproxyConfig, args: &[&str], says: &[&str]| {
+        env.write_config(config);
         let r = env.run(args).code(1);
         for s in says {
             assert!(r.stderr.contains(s), "expected {s:?}: {}", r.stderr);
@@ -336,7 +332,12 @@ fn haproxy_keeps_serving_through_bad_templates_and_failed_reloads() {
         let (bodies, failed) = env.requests(20);
         assert_eq!((bodies.len(), failed), (20, 0));
     };
-    let base = env.config_text("");
+    let base = env.config();
+    let edited = |edit: fn(&mut DoproxyConfig)| {
+        let mut c = base.clone();
+        edit(&mut c);
+        c
+    };
 
     // A broken template: refused before install.
     env.write(
@@ -344,7 +345,7 @@ fn haproxy_keeps_serving_through_bad_templates_and_failed_reloads() {
         "global\n    maxconn {{ haproxy.maxconn }}\nbogus_directive here\n",
     );
     refused(
-        &format!("{base}haproxy_template_file: broken.tera\n"),
+        &edited(|c| c.haproxy_template_file = Some("broken.tera".into())),
         &["reload", "--force"],
         &["config check", "bogus_directive"],
     );
@@ -356,20 +357,25 @@ fn haproxy_keeps_serving_through_bad_templates_and_failed_reloads() {
     env.write("inventory", &format!("{}{extra}\n", env.read("inventory")));
     std::thread::sleep(Duration::from_millis(200));
     refused(
-        &base.replace("reload_command: 'if", "reload_command: 'exit 1; if"),
+        &edited(|c| c.reload_command = c.reload_command.take().map(|r| format!("exit 1; {r}"))),
         &["reload"],
         &["reload command", "put the previous config back"],
     );
 
     // A reload "succeeds" but HAProxy never reloads: detected through the stats socket.
     refused(
-        &base.replace("reload_command: 'if", "reload_command: 'true; exit 0; if"),
+        &edited(|c| {
+            c.reload_command = c
+                .reload_command
+                .take()
+                .map(|r| format!("true; exit 0; {r}"))
+        }),
         &["reload"],
         &["did not take effect"],
     );
 
     // With a working reload the extra droplet joins.
-    env.write("doproxy.yml", &base);
+    env.write_config(&base);
     env.run(&["reload"]).ok();
     assert_eq!(
         env.wait_distinct_backends(3, Duration::from_secs(10)).len(),

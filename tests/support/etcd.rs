@@ -6,9 +6,10 @@
 //! When `etcd` is not installed the constructors return `None` (the test prints SKIPPED),
 //! unless `CI` is set: then they panic.
 
+use super::free_port;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -59,14 +60,6 @@ struct Member {
     client_port: u16,
     peer_port: u16,
     child: Option<Child>,
-}
-
-/// A free TCP port on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
 }
 
 impl EtcdCluster {

@@ -4,8 +4,10 @@
 
 #![allow(dead_code)]
 
+mod command;
 pub mod etcd;
 
+pub use do_sim::sandbox::{self, DoproxyConfig, InventoryOptions};
 use do_sim::{Sim, SimOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -36,11 +38,7 @@ pub fn haproxy_available() -> bool {
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    sandbox::free_port().unwrap()
 }
 
 /// Simulator options for fast tests: droplets active after 100 ms and serving their page.
@@ -109,22 +107,14 @@ impl TestEnv {
     pub fn with_options(opts: SimOptions, haproxy: bool) -> TestEnv {
         let backend_port = opts.backend_port;
         let sim = Sim::start(opts).expect("start do-sim");
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
-        std::fs::write(dir.path().join("inventory"), "").unwrap();
-        std::fs::write(
-            dir.path().join("user-data.yml"),
-            "#cloud-config\nruncmd:\n  - echo hi\n",
-        )
-        .unwrap();
         let env = TestEnv {
-            dir,
+            dir: tempfile::tempdir().unwrap(),
             sim,
             frontend_port: free_port(),
             backend_port,
             haproxy,
         };
-        env.write_config("");
+        sandbox::prepare_dir(env.dir.path(), &env.config(), sandbox::TEST_USER_DATA).unwrap();
         env
     }
 
@@ -146,77 +136,46 @@ impl TestEnv {
         }
     }
 
-    /// The config text, with `extra` YAML appended at the top level.
-    pub fn config_text(&self, extra: &str) -> String {
-        let d = self.dir.path().display();
-        let (check, reload) = if self.haproxy {
-            (
-                "haproxy -dW -c -f {config}".to_string(),
-                format!(
-                    "if [ -s {d}/haproxy.pid ] && kill -0 $(cat {d}/haproxy.pid) 2>/dev/null; then kill -USR2 $(cat {d}/haproxy.pid); else haproxy -W -D -p {d}/haproxy.pid -S {d}/master.sock -f {{config}}; fi"
-                ),
-            )
-        } else {
-            ("true".to_string(), "true".to_string())
-        };
-        format!(
-            r#"token: {TOKEN}
-ssh_key_ids:
-  - 163420
-userdata_file: user-data.yml
-haproxy_cfg_file: haproxy.cfg
-haproxy_cfg_path: etc
-inventory_file: inventory
-droplet_options:
-  hostname_prefix: auto-nginx
-  region: nyc3
-  size: s-1vcpu-1gb
-  image: ubuntu-24-04-x64
-api_url: {api}
-metadata_url: {api}
-backend_port: {bp}
-frontend_bind: 127.0.0.1:{fp}
-check_command: '{check}'
-reload_command: '{reload}'
-wait_timeout: 20s
-poll_interval: 50ms
-not_found_grace: 2s
-api_timeout: 5s
-lock_timeout: 30s
-drain_timeout: 2s
-reload_verify_timeout: 5s
-retry:
-  max_attempts: 6
-  min_delay: 10ms
-  max_delay: 200ms
-  budget: 5s
-haproxy:
-  chroot: null
-  user: null
-  group: null
-  log: null
-  stats_socket: {d}/admin.sock
-  noreuseport: true
-  check_inter: 500ms
-{extra}"#,
-            api = self.sim.url(),
-            bp = self.backend_port,
-            fp = self.frontend_port,
+    /// The loopback config this world starts with ([`DoproxyConfig::loopback`] for this
+    /// simulator, ports and temp dir; a real HAProxy's commands with [`TestEnv::with_haproxy`],
+    /// else `true`). A fresh copy each call: edits never pile up between calls.
+    pub fn config(&self) -> DoproxyConfig {
+        DoproxyConfig::loopback(
+            self.dir.path(),
+            &self.sim.url(),
+            TOKEN,
+            self.backend_port,
+            self.frontend_port,
+            self.haproxy,
         )
     }
 
-    pub fn write_config(&self, extra: &str) {
-        self.write("doproxy.yml", &self.config_text(extra));
+    /// Writes `config` as `./doproxy.yml` (mode 0600).
+    pub fn write_config(&self, config: &DoproxyConfig) {
+        sandbox::write_config(self.dir.path(), &config.to_yaml()).unwrap();
+    }
+
+    /// Writes [`TestEnv::config`] after `edit` as `./doproxy.yml`.
+    pub fn configure(&self, edit: impl FnOnce(&mut DoproxyConfig)) {
+        let mut config = self.config();
+        edit(&mut config);
+        self.write_config(&config);
+    }
+
+    /// The check and reload commands of this world's kind (a real HAProxy or `true`), for a
+    /// second HAProxy with its own pidfile and master socket.
+    pub fn commands_with(&self, pidfile: &Path, master_socket: &Path) -> (String, String) {
+        if self.haproxy {
+            sandbox::haproxy_commands_with(pidfile, master_socket)
+        } else {
+            sandbox::stand_in_commands()
+        }
     }
 
     /// Makes the (stand-in) reload command count its runs; see [`TestEnv::reloads`].
     pub fn count_reloads(&self) {
         let log = self.path("reloads");
-        let text = self.config_text("").replace(
-            "reload_command: 'true'",
-            &format!("reload_command: 'echo x >> {}'", log.display()),
-        );
-        self.write("doproxy.yml", &text);
+        self.configure(|c| c.reload_command = Some(format!("echo x >> {}", log.display())));
     }
 
     /// How often the reload command ran since [`TestEnv::count_reloads`].
@@ -232,20 +191,7 @@ haproxy:
     /// The doproxy command in the temp dir, with no DigitalOcean variables from the outside
     /// and the metadata service pointed at the simulator.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_doproxy"));
-        cmd.args(args).current_dir(self.dir.path());
-        for k in [
-            "DIGITALOCEAN_ACCESS_TOKEN",
-            "DIGITALOCEAN_TOKEN",
-            "DIGITALOCEAN_API_URL",
-            "DOPROXY_CONFIG",
-        ] {
-            cmd.env_remove(k);
-        }
-        // Defence in depth: even a config without metadata_url never reaches the real
-        // metadata address from a test.
-        cmd.env("DOPROXY_METADATA_URL", self.sim.url());
-        cmd
+        command::doproxy_command(self.dir.path(), &self.sim.url(), args)
     }
 
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
