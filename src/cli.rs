@@ -145,6 +145,9 @@ pub struct DeleteArgs {
     /// Show what would be destroyed and the config diff, validate it; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Destroy the droplet even though it does not carry the deployment's tag
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// The original's usage text, printed when doproxy runs with no arguments.
@@ -230,9 +233,26 @@ fn load_config(flag: Option<PathBuf>) -> anyhow::Result<Config> {
 async fn run(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> {
     let cfg = load_config(config)?;
     let ctx = commands::Ctx::new(cfg)?;
+    if matches!(command, Command::Reload(ReloadArgs { watch: true, .. })) {
+        // The watch handles its signals itself (it finishes its pass and exits 0).
+        return dispatch(&ctx, command).await;
+    }
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    // On SIGINT/SIGTERM the command stops where it is (its temp files and locks are
+    // dropped with it), then whatever it left half done is put right.
+    tokio::select! {
+        r = dispatch(&ctx, command) => r,
+        _ = int.recv() => Err(ctx.interrupted("SIGINT").await),
+        _ = term.recv() => Err(ctx.interrupted("SIGTERM").await),
+    }
+}
+
+async fn dispatch(ctx: &commands::Ctx, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Print => commands::print::run(&ctx).await,
-        Command::Create(a) => commands::create::run(&ctx, a.count, a.dry_run).await,
+        Command::Print => commands::print::run(ctx).await,
+        Command::Create(a) => commands::create::run(ctx, a.count, a.dry_run).await,
         Command::Delete(args) => {
             let which = match (args.line_number, args.id, args.name) {
                 (Some(n), _, _) => commands::delete::Which::Line(n),
@@ -240,23 +260,28 @@ async fn run(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> {
                 (_, _, Some(name)) => commands::delete::Which::Name(name),
                 _ => return Err(usage_error("delete needs a LINE_NUMBER, --id or --name")),
             };
-            commands::delete::run(&ctx, which, args.dry_run).await
+            let opts = commands::delete::Options {
+                which,
+                dry_run: args.dry_run,
+                force: args.force,
+            };
+            commands::delete::run(ctx, opts).await
         }
-        Command::Reload(ReloadArgs { watch: true, .. }) => commands::watch::run(&ctx).await,
+        Command::Reload(ReloadArgs { watch: true, .. }) => commands::watch::run(ctx).await,
         Command::Reload(a) => {
             let opts = commands::reload::Options {
                 force: a.force,
                 dry_run: a.dry_run,
             };
-            commands::reload::run(&ctx, opts).await
+            commands::reload::run(ctx, opts).await
         }
         Command::Inventory(InventoryCommand::Import { file }) => {
-            commands::inventory::import(&ctx, &file).await
+            commands::inventory::import(ctx, &file).await
         }
         Command::Inventory(InventoryCommand::Export { file }) => {
-            commands::inventory::export(&ctx, file.as_deref()).await
+            commands::inventory::export(ctx, file.as_deref()).await
         }
-        Command::Generate => commands::generate::run(&ctx).await,
+        Command::Generate => commands::generate::run(ctx).await,
         Command::Completions(_) => Ok(()),
     }
 }

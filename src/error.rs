@@ -8,6 +8,13 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit code for a usage or configuration error: nothing was changed.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code after SIGINT or SIGTERM (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// The run was interrupted by a signal (exit code 130).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by {0}")]
+pub struct Interrupted(pub &'static str);
 
 /// An error that means "the invocation or the configuration is wrong" (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +28,9 @@ pub fn usage_error(msg: impl Into<String>) -> anyhow::Error {
 
 /// The exit code an error maps to: 2 when a [`UsageError`] is anywhere in its chain, else 1.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
+    if e.chain().any(|c| c.downcast_ref::<Interrupted>().is_some()) {
+        EXIT_INTERRUPTED
+    } else if e.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
         EXIT_USAGE
     } else {
         EXIT_FAILURE

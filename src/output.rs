@@ -93,6 +93,15 @@ pub fn is_json() -> bool {
     settings().format == Format::Json
 }
 
+/// A value from the API made safe for a terminal line: control characters (a newline that
+/// would forge a line, an escape sequence) are shown escaped, e.g. `\n`, `\x1b`.
+pub fn escape(value: &str) -> String {
+    if !value.chars().any(char::is_control) {
+        return value.to_string();
+    }
+    value.chars().flat_map(char::escape_default).collect()
+}
+
 /// Prints a result line on stdout in text mode; a closed pipe is not an error.
 pub fn say(line: &str) {
     if is_json() {
@@ -310,6 +319,12 @@ pub fn timestamp(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn escapes_control_characters_only() {
+        assert_eq!(escape("web-1"), "web-1");
+        assert_eq!(escape("a\nb\x1b[2J"), "a\\nb\\u{1b}[2J");
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

@@ -20,6 +20,33 @@ use anyhow::Result;
 
 pub use crate::output::{note, say, warn};
 
+/// What to put right when a command is interrupted in the middle of a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cleanup {
+    /// A delete of droplet `id` began: give its server back its traffic and drop the
+    /// leaving mark (it stays in the inventory).
+    Delete {
+        /// The droplet.
+        id: u64,
+    },
+}
+
+/// Removes its [`Cleanup`] when the step it guards is over (see [`Ctx::on_interrupt`]).
+#[derive(Debug)]
+pub struct CleanupGuard<'a> {
+    ctx: &'a Ctx,
+    cleanup: Cleanup,
+}
+
+impl Drop for CleanupGuard<'_> {
+    fn drop(&mut self) {
+        let mut list = self.ctx.cleanups.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = list.iter().position(|c| *c == self.cleanup) {
+            list.remove(i);
+        }
+    }
+}
+
 /// Everything a command needs.
 #[derive(Debug)]
 pub struct Ctx {
@@ -32,6 +59,8 @@ pub struct Ctx {
     /// The frontend's bind address, looked up once per process (a `reload --watch` would
     /// otherwise ask the metadata service at every pass).
     bind: tokio::sync::OnceCell<String>,
+    /// What to put right if the command is interrupted now.
+    cleanups: std::sync::Mutex<Vec<Cleanup>>,
 }
 
 impl Ctx {
@@ -47,7 +76,55 @@ impl Ctx {
             client,
             store,
             bind: tokio::sync::OnceCell::new(),
+            cleanups: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Registers `cleanup` until the returned guard is dropped: if SIGINT or SIGTERM comes
+    /// meanwhile, [`Ctx::interrupted`] carries it out.
+    pub fn on_interrupt(&self, cleanup: Cleanup) -> CleanupGuard<'_> {
+        self.cleanups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(cleanup.clone());
+        CleanupGuard { ctx: self, cleanup }
+    }
+
+    /// After a signal stopped the command: puts right what the interrupted step left
+    /// (best effort, bounded) and returns one line saying what state things are in.
+    pub async fn interrupted(&self, signal: &'static str) -> anyhow::Error {
+        let cleanups: Vec<Cleanup> =
+            std::mem::take(&mut *self.cleanups.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut said = Vec::new();
+        for c in cleanups {
+            match c {
+                Cleanup::Delete { id } => {
+                    let undo = async {
+                        if let Ok(h) = self.haproxy().await {
+                            h.undrain(id).await;
+                        }
+                        self.store
+                            .update_journal(|j| j.leaving.retain(|l| l.id != id))
+                            .await
+                    };
+                    let done = tokio::time::timeout(std::time::Duration::from_secs(5), undo).await;
+                    said.push(match done {
+                        Ok(Ok(_)) => format!(
+                            "the delete of droplet {id} was stopped: it stays in the inventory and is back in service (or will be at the next `doproxy reload`); run `doproxy delete --id {id}` to try again"
+                        ),
+                        _ => format!(
+                            "the delete of droplet {id} was stopped and could not be undone: run `doproxy reload` to put it back in service, or `doproxy delete --id {id}` to finish it"
+                        ),
+                    });
+                }
+            }
+        }
+        let what = if said.is_empty() {
+            "nothing was left half done".to_string()
+        } else {
+            said.join("; ")
+        };
+        anyhow::Error::new(crate::error::Interrupted(signal)).context(what)
     }
 
     /// Runs `f` holding the lock over the inventory and the HAProxy config, and releases it
@@ -166,6 +243,10 @@ impl Ctx {
         let previous = haproxy::installed_text(h)?
             .map(|t| haproxy::parse_servers(&t))
             .unwrap_or_default();
+        // A droplet being deleted is routed to by no node (two-phase delete).
+        let mut exclude = exclude.to_vec();
+        exclude.extend(self.store.journal().await?.leaving_ids());
+        let exclude = exclude.as_slice();
         let path = missing_log_path(&h.installed_cfg);
         let mut log = MissingLog::load(&path);
         let before = log.clone();
@@ -185,6 +266,16 @@ impl Ctx {
             log.save(&path)?;
         }
         Ok(servers)
+    }
+
+    /// This node's name among the load balancers sharing an inventory: the host name and
+    /// the installed config's path (two HAProxies on one host are two nodes).
+    pub fn node_name(&self) -> String {
+        let host = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        format!("{host}:{}", self.cfg.haproxy.installed_cfg.display())
     }
 
     /// Renders, checks, installs and reloads `change` (only when changed, unless forced).

@@ -4,6 +4,25 @@ use super::{note, show_preview, Ctx};
 use crate::haproxy::{Applied, Change};
 use anyhow::Result;
 
+/// Drops leaving marks: under the lock no delete is in progress, so a mark is what an
+/// interrupted delete left, and its droplet goes back into service.
+async fn clear_stale_leaving(ctx: &Ctx) -> Result<()> {
+    let j = ctx.store.journal().await?;
+    if j.leaving.is_empty() {
+        return Ok(());
+    }
+    for l in &j.leaving {
+        note(&format!(
+            "droplet {} was left marked as leaving by an interrupted delete; it goes back into service (run `doproxy delete --id {}` to delete it)",
+            l.id, l.id
+        ));
+    }
+    ctx.store
+        .update_journal(|j| j.leaving.clear())
+        .await
+        .map(|_| ())
+}
+
 /// What `reload` was asked to do.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -21,6 +40,7 @@ pub async fn run(ctx: &Ctx, opts: Options) -> Result<()> {
             let mut fleet = ctx.fleet(&inv).await?;
             if !opts.dry_run {
                 ctx.settle_journal(&mut inv, &mut fleet).await?;
+                clear_stale_leaving(ctx).await?;
             }
             let servers = ctx.servers(&inv, &fleet, &[], !opts.dry_run).await?;
             if opts.dry_run {
@@ -32,7 +52,16 @@ pub async fn run(ctx: &Ctx, opts: Options) -> Result<()> {
                 removing: &[],
                 force: opts.force,
             };
-            Ok((Some(ctx.apply(change).await?), servers))
+            let haproxy = ctx.haproxy().await?;
+            let applied = haproxy.apply(change).await?;
+            // A server an interrupted delete left drained (or put in maintenance) gets its
+            // traffic back: no delete is in progress while this holds the lock.
+            for name in haproxy.ready_forced(&servers, &[]).await? {
+                note(&format!(
+                    "{name} was left drained by an interrupted delete; it is back in service"
+                ));
+            }
+            Ok((Some(applied), servers))
         })
         .await?;
     let Some(applied) = applied else {

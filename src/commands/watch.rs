@@ -21,12 +21,15 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     let cfg = &ctx.cfg;
     // A store that cannot be read at start is a configuration problem: fail fast.
     let mut changes = ctx.store.watch(cfg.create.poll_interval).await?;
+    // Deletes wait for every announced node to stop routing to a droplet before it is
+    // destroyed (etcd; a single file-backed node needs no announcement).
+    let presence = ctx.store.announce(&ctx.node_name()).await?;
     note(&format!(
         "watching {} (debounce {:.1?})",
         ctx.store.describe(),
         cfg.watch_debounce
     ));
-    let mut waiting_for_ready = sync(ctx).await;
+    let mut waiting_for_ready = sync(ctx, presence.as_ref()).await;
     loop {
         let pause = if waiting_for_ready {
             cfg.create.poll_interval
@@ -48,10 +51,10 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
                         break;
                     }
                 }
-                waiting_for_ready = sync(ctx).await;
+                waiting_for_ready = sync(ctx, presence.as_ref()).await;
             }
             _ = tokio::time::sleep(pause) => {
-                waiting_for_ready = sync(ctx).await;
+                waiting_for_ready = sync(ctx, presence.as_ref()).await;
             }
         }
     }
@@ -61,7 +64,7 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
 
 /// One render/validate/install/reload pass. Returns true when some inventory droplet is
 /// not ready yet (or the pass failed), so the caller polls again soon.
-async fn sync(ctx: &Ctx) -> bool {
+async fn sync(ctx: &Ctx, presence: Option<&crate::store::etcd::Presence>) -> bool {
     let pass = async {
         // Read what to render under the node's install lock, so this pass can never
         // install a list older than the one another command on this node just installed.
@@ -71,6 +74,11 @@ async fn sync(ctx: &Ctx) -> bool {
         let fleet = ctx.fleet(&inv).await?;
         let servers = ctx.servers(&inv, &fleet, &[], true).await?;
         let applied = haproxy.apply_locked(&lock, Change::to(&servers)).await?;
+        if let Some(p) = presence {
+            // HAProxy no longer routes to the droplets being deleted: say so.
+            let leaving = ctx.store.journal().await?.leaving_ids();
+            p.ack(&leaving).await?;
+        }
         let pending = fleet.has_pending(&inv);
         Ok::<_, anyhow::Error>((applied, servers.len(), pending))
     };

@@ -71,30 +71,32 @@ impl FileStore {
         FileLock::acquire(&lock::beside(&self.path), self.lock_timeout).await
     }
 
-    /// Change notices, by polling the file's contents every `poll`.
+    /// Change notices, by polling the inventory's and the journal's contents every `poll`.
     pub fn changes(&self, poll: Duration) -> FileChanges {
+        let paths = [self.path.clone(), journal_path(&self.path)];
         FileChanges {
-            path: self.path.clone(),
-            last: std::fs::read(&self.path).ok(),
+            last: paths.iter().map(|p| std::fs::read(p).ok()).collect(),
+            paths,
             poll,
         }
     }
 }
 
-/// Polls a file's contents for `reload --watch`.
+/// Polls the inventory file and its journal for `reload --watch`.
 #[derive(Debug)]
 pub struct FileChanges {
-    path: PathBuf,
-    last: Option<Vec<u8>>,
+    paths: [PathBuf; 2],
+    last: Vec<Option<Vec<u8>>>,
     poll: Duration,
 }
 
 impl FileChanges {
-    /// Returns when the file's contents changed. Cancel safe.
+    /// Returns when either file's contents changed. Cancel safe.
     pub async fn next(&mut self) -> Result<()> {
         loop {
             tokio::time::sleep(self.poll).await;
-            let now = std::fs::read(&self.path).ok();
+            let now: Vec<Option<Vec<u8>>> =
+                self.paths.iter().map(|p| std::fs::read(p).ok()).collect();
             if now != self.last {
                 self.last = now;
                 return Ok(());

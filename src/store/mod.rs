@@ -143,6 +143,24 @@ impl Store {
         }
     }
 
+    /// Announces this node (`node` names it) as one that routes to the inventory, so
+    /// deletes wait for its acknowledgement (etcd; a file store has one node: `None`).
+    pub async fn announce(&self, node: &str) -> Result<Option<etcd::Presence>> {
+        match self {
+            Store::File(_) => Ok(None),
+            Store::Etcd(e) => Ok(Some(e.announce(node).await?)),
+        }
+    }
+
+    /// Waits until every announced node stopped routing to `id` (etcd); returns the nodes
+    /// that did not acknowledge within `timeout`.
+    pub async fn wait_acks(&self, id: u64, timeout: Duration) -> Result<Vec<String>> {
+        match self {
+            Store::File(_) => Ok(Vec::new()),
+            Store::Etcd(e) => e.wait_acks(id, timeout).await,
+        }
+    }
+
     /// Reads the journal (creates not settled, deletes in progress).
     pub async fn journal(&self) -> Result<Journal> {
         match self {

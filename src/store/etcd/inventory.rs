@@ -131,12 +131,95 @@ impl EtcdStore {
             .with_context(|| format!("cannot take the etcd lock {name}"))
     }
 
-    /// Change notices after the cluster revision `revision`.
+    /// Change notices (inventory or journal) after the cluster revision `revision`.
     pub fn changes(&self, revision: i64) -> EtcdChanges<'_> {
         EtcdChanges {
             store: self,
-            watch: Box::new(self.client.watch(&self.key(), revision + 1)),
+            watch: Box::new(self.client.watch(&self.settings.prefix, revision + 1)),
         }
+    }
+
+    /// Announces a node that routes to the inventory (a `reload --watch`): a key
+    /// `<prefix>nodes/<node>` bound to a lease this process keeps alive, so a delete knows
+    /// whom to wait for, and a dead node drops out after `lock_ttl`.
+    pub async fn announce(&self, node: &str) -> Result<Presence> {
+        let ttl = i64::try_from(self.settings.lock_ttl.as_secs())
+            .unwrap_or(10)
+            .max(2);
+        let lease = self.client.lease_grant(ttl).await?;
+        let key = format!("{}nodes/{node}", self.settings.prefix);
+        self.client.put(&key, node, Some(lease)).await?;
+        let client = self.client.clone();
+        let keepalive = tokio::spawn(async move {
+            let every = Duration::from_secs(u64::try_from(ttl).unwrap_or(10)) / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = client.lease_keepalive(lease).await {
+                    log::debug!("node lease {lease:x}: keep-alive failed: {e:#}");
+                }
+            }
+        });
+        Ok(Presence {
+            client: self.client.clone(),
+            ack_key: format!("{}acks/{node}", self.settings.prefix),
+            lease,
+            keepalive,
+        })
+    }
+
+    /// Waits (up to `timeout`) until every announced node acknowledged that it no longer
+    /// routes to droplet `id`; returns the nodes that did not.
+    pub async fn wait_acks(&self, id: u64, timeout: Duration) -> Result<Vec<String>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let nodes_prefix = format!("{}nodes/", self.settings.prefix);
+        let acks_prefix = format!("{}acks/", self.settings.prefix);
+        loop {
+            let (nodes, _) = self.client.range_prefix(&nodes_prefix).await?;
+            let (acks, _) = self.client.range_prefix(&acks_prefix).await?;
+            let missing: Vec<String> = nodes
+                .iter()
+                .map(|n| n.key.trim_start_matches(&nodes_prefix).to_string())
+                .filter(|node| {
+                    let key = format!("{acks_prefix}{node}");
+                    !acks.iter().any(|a| {
+                        a.key == key
+                            && serde_json::from_str::<Vec<u64>>(&a.value)
+                                .is_ok_and(|ids| ids.contains(&id))
+                    })
+                })
+                .collect();
+            if missing.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(missing);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A node's announcement (see [`EtcdStore::announce`]); dropping it stops the lease's
+/// keep-alive, so the node drops out of the cluster's view after the lease's TTL.
+#[derive(Debug)]
+pub struct Presence {
+    client: Client,
+    ack_key: String,
+    lease: i64,
+    keepalive: tokio::task::JoinHandle<()>,
+}
+
+impl Presence {
+    /// Tells deletes that this node no longer routes to the droplets `leaving`.
+    pub async fn ack(&self, leaving: &[u64]) -> Result<()> {
+        let value = serde_json::to_string(leaving)?;
+        self.client
+            .put(&self.ack_key, &value, Some(self.lease))
+            .await
+            .map(|_| ())
+    }
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        self.keepalive.abort();
     }
 }
 
@@ -152,8 +235,11 @@ impl EtcdChanges<'_> {
     /// Returns when the inventory changed (or may have: after a compaction). Cancel safe.
     pub async fn next(&mut self) -> Result<()> {
         loop {
+            let ours = [self.store.key(), self.store.journal_key()];
             match self.watch.next().await {
-                Ok(events) if events.is_empty() => continue,
+                // The prefix also holds the lock, the nodes and their acks: only the
+                // inventory and the journal change what a node routes to.
+                Ok(events) if !events.iter().any(|e| ours.iter().any(|k| k == e.key())) => continue,
                 Ok(_) => return Ok(()),
                 Err(e) if e.downcast_ref::<Compacted>().is_some() => {
                     // History is gone: re-read and watch from now; the caller re-syncs.
@@ -162,7 +248,7 @@ impl EtcdChanges<'_> {
                     *self.watch = self
                         .store
                         .client
-                        .watch(&self.store.key(), read.header_revision + 1);
+                        .watch(&self.store.settings.prefix, read.header_revision + 1);
                     return Ok(());
                 }
                 Err(e) => return Err(e),

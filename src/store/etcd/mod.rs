@@ -13,7 +13,7 @@ mod transport;
 mod watch;
 mod wire;
 
-pub use inventory::{Conflict, EtcdChanges, EtcdStore, Read};
+pub use inventory::{Conflict, EtcdChanges, EtcdStore, Presence, Read};
 
 pub use lock::Lock;
 pub use watch::{Compacted, Watch, WatchEvent};
