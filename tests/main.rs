@@ -8,6 +8,7 @@
 
 mod support;
 
+mod blast;
 mod cluster;
 mod commands;
 mod errors;

@@ -205,17 +205,26 @@ async fn resolve_unknown(ctx: &Ctx, unknown: &[String]) -> Result<Vec<Created>> 
     let deadline = Instant::now() + grace;
     let mut wait = (ctx.cfg.create.poll_interval / 8).max(Duration::from_millis(10));
     let mut found: Vec<Droplet> = Vec::new();
+    note(&format!(
+        "the answer to the create of {} was lost; looking for them by name (up to {grace:.0?})",
+        unknown.join(", ")
+    ));
+    // Absent means "a listing that succeeded did not show them"; a failed listing proves
+    // nothing.
+    let mut listed_ok;
     loop {
-        note(&format!(
-            "the answer to the create of {} was lost; looking for them by name (up to {grace:.0?})",
-            unknown.join(", ")
-        ));
         match ctx.client.find_by_names(unknown, ctx.tag()).await {
-            Ok(ds) => found = ds,
-            Err(e) => warn(&format!(
-                "looking for {}: {e}; will retry",
-                unknown.join(", ")
-            )),
+            Ok(ds) => {
+                found = ds;
+                listed_ok = true;
+            }
+            Err(e) => {
+                listed_ok = false;
+                warn(&format!(
+                    "looking for {}: {e}; will retry",
+                    unknown.join(", ")
+                ));
+            }
         }
         if found.len() == unknown.len() || Instant::now() >= deadline {
             break;
@@ -228,7 +237,7 @@ async fn resolve_unknown(ctx: &Ctx, unknown: &[String]) -> Result<Vec<Created>> 
         .filter(|n| !found.iter().any(|d| d.name.eq_ignore_ascii_case(n)))
         .cloned()
         .collect();
-    if !absent.is_empty() && Instant::now() >= deadline {
+    if !absent.is_empty() && listed_ok && Instant::now() >= deadline {
         // Absent for the whole grace: confirmed never created.
         settle_names(ctx, &absent, &[]).await?;
     }

@@ -109,7 +109,7 @@ async fn delete_locked(ctx: &Ctx, opts: &Options) -> Result<()> {
     // Phase 1: mark the droplet as leaving. From now on no node renders it (every
     // `reload --watch` drops it), so nothing can put it back while it is destroyed.
     mark_leaving(ctx, id, true).await?;
-    let _cleanup = ctx.on_interrupt(Cleanup::Delete { id });
+    let cleanup = ctx.on_interrupt(Cleanup::Delete { id });
     let haproxy = ctx.haproxy().await?;
     let drained = haproxy.drain(id).await.unwrap_or(false);
     if drained {
@@ -126,6 +126,7 @@ async fn delete_locked(ctx: &Ctx, opts: &Options) -> Result<()> {
             haproxy.undrain(id).await;
         }
         let unmarked = mark_leaving(ctx, id, false).await;
+        cleanup.done();
         let e = e.context(format!(
             "droplet {id} not deleted; it stays on line {line} of the inventory and in service"
         ));
@@ -152,6 +153,7 @@ async fn delete_locked(ctx: &Ctx, opts: &Options) -> Result<()> {
     })?;
     ctx.store.update(|inv| inv.ids.retain(|x| *x != id)).await?;
     mark_leaving(ctx, id, false).await?;
+    cleanup.done();
     say(&format!("Success: {id} deleted and removed from backend."));
     crate::output::json(&serde_json::json!({ "action": "delete", "droplet": info }));
     Ok(())

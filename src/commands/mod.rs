@@ -31,15 +31,19 @@ pub enum Cleanup {
     },
 }
 
-/// Removes its [`Cleanup`] when the step it guards is over (see [`Ctx::on_interrupt`]).
+/// A registered [`Cleanup`] (see [`Ctx::on_interrupt`]). It stays registered until
+/// [`CleanupGuard::done`]: an interrupted command's future is dropped before the cleanup
+/// runs, so dropping the guard must not unregister it.
 #[derive(Debug)]
+#[must_use = "call done() when the step is over"]
 pub struct CleanupGuard<'a> {
     ctx: &'a Ctx,
     cleanup: Cleanup,
 }
 
-impl Drop for CleanupGuard<'_> {
-    fn drop(&mut self) {
+impl CleanupGuard<'_> {
+    /// The guarded step is over (finished, or undone by the command itself).
+    pub fn done(self) {
         let mut list = self.ctx.cleanups.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(i) = list.iter().position(|c| *c == self.cleanup) {
             list.remove(i);
