@@ -12,11 +12,10 @@ if ! cargo deb --version >/dev/null 2>&1; then
   cargo install cargo-deb --locked >&2
 fi
 
-# The man pages' date (and cargo-deb's file times): the last commit's, so that a rebuild of
-# the same commit gives the same pages.
-if [ -z "${SOURCE_DATE_EPOCH:-}" ] && epoch=$(git log -1 --format=%ct 2>/dev/null); then
-  export SOURCE_DATE_EPOCH="$epoch"
-fi
+# The man pages' date and cargo-deb's file times: $SOURCE_DATE_EPOCH, else the last
+# commit's time, so that a rebuild of the same commit gives the same pages. Only those two
+# steps see it: cc-based build scripts (ring's) rebuild whenever it changes.
+epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 
 echo "package: building doproxy and doproxy-pkg (release)" >&2
 cargo build --release --locked -p doproxy -p doproxy-pkg >&2
@@ -27,13 +26,13 @@ target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
   sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 [ -n "$target_dir" ] || { echo "package: cannot tell the target folder" >&2; exit 1; }
 assets="$target_dir/release/pkg-assets"
-"$target_dir/release/doproxy-pkg" "$assets" >/dev/null
+SOURCE_DATE_EPOCH=$epoch "$target_dir/release/doproxy-pkg" "$assets" >/dev/null
 # Debian ships man pages gzipped with -9n (no name or time stamp: the same bytes each build).
 # cargo-deb would gzip them, but not files from the target folder.
 gzip -9nf "$assets"/man/*.1
 
 # --no-build: the binary was just built above, with --locked.
-deb=$(cargo deb -p doproxy --no-build --locked)
+deb=$(SOURCE_DATE_EPOCH=$epoch cargo deb -p doproxy --no-build --locked)
 deb=$(printf '%s\n' "$deb" | tail -n 1)
 [ -f "$deb" ] || { echo "package: cargo deb did not report a .deb (got: $deb)" >&2; exit 1; }
 echo "$deb"
