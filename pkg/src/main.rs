@@ -21,6 +21,7 @@ use doproxy::cli::Cli;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// Parses `OUT_DIR`, writes the files and lists them on stdout; exit 2 on a usage error.
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [out] = args.as_slice() else {
