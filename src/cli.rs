@@ -19,7 +19,7 @@ use std::process::ExitCode;
     after_help = "Examples:\n  doproxy create                 # add one backend droplet\n  doproxy print                  # list the inventory\n  doproxy delete 2               # remove the droplet on line 2\n  doproxy -o json print          # the same, for scripts\n  doproxy -c /etc/doproxy/doproxy.yml reload --dry-run"
 )]
 pub struct Cli {
-    /// Config file [default: $DOPROXY_CONFIG, else ./doproxy.yml]
+    /// Config file [default: $DOPROXY_CONFIG, else ./doproxy.yml, else /etc/doproxy/doproxy.yml]
     #[arg(short, long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
@@ -207,7 +207,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Finds the config: `--config`, then `$DOPROXY_CONFIG`, then `./doproxy.yml`.
+/// The config files looked for, in order, without `--config` or `$DOPROXY_CONFIG`.
+const DEFAULT_CONFIGS: [&str; 2] = ["doproxy.yml", "/etc/doproxy/doproxy.yml"];
+
+/// Finds the config: `--config`, then `$DOPROXY_CONFIG`, then `./doproxy.yml`, then
+/// `/etc/doproxy/doproxy.yml` (where the Debian package puts it).
 fn load_config(flag: Option<PathBuf>) -> anyhow::Result<Config> {
     let env_path = std::env::var_os("DOPROXY_CONFIG")
         .filter(|v| !v.is_empty())
@@ -215,13 +219,23 @@ fn load_config(flag: Option<PathBuf>) -> anyhow::Result<Config> {
     let (path, how) = match (flag, env_path) {
         (Some(p), _) => (p, "--config"),
         (None, Some(p)) => (p, "$DOPROXY_CONFIG"),
-        (None, None) => (PathBuf::from("doproxy.yml"), "the default"),
+        (None, None) => (
+            DEFAULT_CONFIGS
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIGS[0])),
+            "the default",
+        ),
     };
     if !path.exists() {
         let tried = match how {
             "--config" => format!("--config {}", path.display()),
             "$DOPROXY_CONFIG" => format!("$DOPROXY_CONFIG={}", path.display()),
-            _ => "./doproxy.yml (no --config given, DOPROXY_CONFIG unset)".to_string(),
+            _ => {
+                "./doproxy.yml, /etc/doproxy/doproxy.yml (no --config given, DOPROXY_CONFIG unset)"
+                    .to_string()
+            }
         };
         return Err(usage_error(format!(
             "no config file: tried {tried}; start from doproxy.yml.example (cp doproxy.yml.example doproxy.yml, then set token and droplet_options)"

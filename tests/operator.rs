@@ -274,12 +274,20 @@ fn completions_version_and_help_examples() {
 fn config_discovery() {
     let env = TestEnv::new();
     std::fs::rename(env.path("doproxy.yml"), env.path("other.yml")).unwrap();
-    let r = env.run(&["print"]).code(2);
-    assert!(
-        r.stderr.contains("tried ./doproxy.yml") && r.stderr.contains("doproxy.yml.example"),
-        "{}",
-        r.stderr
-    );
+    // Without ./doproxy.yml the search goes on to the Debian package's folder; this machine
+    // must not have a config there for the "no config file" error to show.
+    if std::path::Path::new("/etc/doproxy/doproxy.yml").exists() {
+        eprintln!("config_discovery: /etc/doproxy/doproxy.yml exists, not checking the error");
+    } else {
+        let r = env.run(&["print"]).code(2);
+        assert!(
+            r.stderr
+                .contains("tried ./doproxy.yml, /etc/doproxy/doproxy.yml (no --config given")
+                && r.stderr.contains("doproxy.yml.example"),
+            "{}",
+            r.stderr
+        );
+    }
     env.run_env(&["print"], &[("DOPROXY_CONFIG", "other.yml")])
         .ok();
     let r = env
