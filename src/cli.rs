@@ -115,6 +115,9 @@ pub struct CompletionsArgs {
 /// `doproxy inventory ...`
 #[derive(Debug, Subcommand)]
 pub enum InventoryCommand {
+    /// Create an empty inventory (the file, or the etcd key) where there is none yet
+    #[command(after_help = "Example:\n  doproxy inventory init")]
+    Init,
     /// Append the droplet IDs of an inventory file that the store does not have yet
     #[command(after_help = "Example:\n  doproxy inventory import /etc/doproxy/inventory")]
     Import {
@@ -289,6 +292,7 @@ async fn dispatch(ctx: &commands::Ctx, command: Command) -> anyhow::Result<()> {
             };
             commands::reload::run(ctx, opts).await
         }
+        Command::Inventory(InventoryCommand::Init) => commands::inventory::init(ctx).await,
         Command::Inventory(InventoryCommand::Import { file }) => {
             commands::inventory::import(ctx, &file).await
         }

@@ -133,6 +133,14 @@ fn etcd_inventory_commands_import_and_export() {
     let Some(etcd) = start_single() else { return };
     let env = TestEnv::new();
     env.write_config(&etcd_config(&env, &etcd));
+    // A missing inventory key is an error, never an empty inventory.
+    let r = env.run(&["print"]).code(1);
+    assert!(
+        r.stderr.contains("run `doproxy inventory init`"),
+        "{}",
+        r.stderr
+    );
+    env.run(&["inventory", "init"]).ok();
     assert_eq!(
         env.run(&["print"]).ok().stdout,
         "The inventory file is empty. Use the create command.\n"
@@ -170,6 +178,7 @@ fn two_nodes_racing_creates_record_every_droplet_once() {
     let env = TestEnv::new();
     let a = etcd_config(&env, &etcd);
     env.write_config(&a);
+    env.run(&["inventory", "init"]).ok();
     env.write(
         "node-b.yml",
         &node_b_config(&env, &a, free_port()).to_yaml(),
@@ -224,6 +233,7 @@ fn three_member_cluster_loses_nothing_and_watchers_converge() {
     let a = etcd_config(&env, &etcd);
     let frontend_b = free_port();
     env.write_config(&a);
+    env.run(&["inventory", "init"]).ok();
     env.write("node-b.yml", &node_b_config(&env, &a, frontend_b).to_yaml());
     std::fs::create_dir_all(env.path("etc-b")).unwrap();
     let mut procs = Procs {
@@ -435,7 +445,7 @@ fn etcd_over_mutual_tls_with_a_private_ca() {
         Some("pki/client.key"),
     );
     let started = Instant::now();
-    while env.run(&["inventory", "export"]).code != 0 {
+    while env.run(&["inventory", "init"]).code != 0 {
         assert!(
             started.elapsed() < Duration::from_secs(15),
             "etcd (TLS) did not come up: {}",

@@ -5,12 +5,33 @@ use super::{note, say, Ctx};
 use anyhow::{Context, Result};
 use std::path::Path;
 
+/// Creates an empty inventory where there is none (a missing etcd key or inventory file
+/// is an error for every other command: it is never read as "no droplets").
+pub async fn init(ctx: &Ctx) -> Result<()> {
+    let created = ctx.locked(async || ctx.store.init().await).await?;
+    if created {
+        note(&format!(
+            "created an empty inventory in {}",
+            ctx.store.describe()
+        ));
+    } else {
+        note(&format!(
+            "{} already exists; left as it is",
+            ctx.store.describe()
+        ));
+    }
+    crate::output::json(&serde_json::json!({ "action": "init", "created": created }));
+    Ok(())
+}
+
 /// Appends the IDs of the inventory file `from` that the store does not have yet, in the
 /// file's order. Running it twice changes nothing the second time.
 pub async fn import(ctx: &Ctx, from: &Path) -> Result<()> {
     let file = crate::store::file::read(from)?;
     let (inv, added) = ctx
         .locked(async || {
+            // Importing is how an etcd inventory starts: create the key if it is missing.
+            ctx.store.init().await?;
             let mut added = 0;
             let inv = ctx
                 .store

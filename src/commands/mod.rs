@@ -136,7 +136,7 @@ impl Ctx {
     pub async fn locked<T>(&self, f: impl AsyncFnOnce() -> Result<T>) -> Result<T> {
         let guard = self.store.lock().await?;
         let result = f().await;
-        if let Err(e) = guard.release().await {
+        if let Err(e) = self.store.release(guard).await {
             warn(&format!("{e:#}"));
         }
         result

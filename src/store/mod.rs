@@ -44,26 +44,13 @@ pub enum Store {
     Etcd(EtcdStore),
 }
 
-/// The lock over inventory changes and config installs; release it with [`Guard::release`].
+/// The lock over inventory changes and config installs; release it with [`Store::release`].
 #[derive(Debug)]
 pub enum Guard {
     /// An flock, released when dropped (or when the process dies).
     File(FileLock),
     /// An etcd lease lock; if never released, it lapses when its lease expires.
     Etcd(etcd::Lock),
-}
-
-impl Guard {
-    /// Releases the lock.
-    pub async fn release(self) -> Result<()> {
-        match self {
-            Guard::File(l) => {
-                drop(l);
-                Ok(())
-            }
-            Guard::Etcd(l) => l.unlock().await.context("releasing the etcd lock"),
-        }
-    }
 }
 
 /// Inventory change notices for `reload --watch`.
@@ -99,6 +86,7 @@ impl Store {
                 })?,
                 settings: s.clone(),
                 lock_timeout: settings.lock_timeout,
+                fence: Default::default(),
             }),
         })
     }
@@ -108,6 +96,43 @@ impl Store {
         match self {
             Store::File(f) => f.path.display().to_string(),
             Store::Etcd(e) => format!("etcd key {}", e.key()),
+        }
+    }
+
+    /// Releases a lock taken with [`Store::lock`].
+    pub async fn release(&self, guard: Guard) -> Result<()> {
+        match guard {
+            Guard::File(l) => {
+                drop(l);
+                Ok(())
+            }
+            Guard::Etcd(l) => {
+                if let Store::Etcd(e) = self {
+                    e.unfence();
+                }
+                l.unlock().await.context("releasing the etcd lock")
+            }
+        }
+    }
+
+    /// Creates an empty inventory where there is none yet (`doproxy inventory init`);
+    /// returns false when one already exists (it is left as it is).
+    pub async fn init(&self) -> Result<bool> {
+        match self {
+            Store::File(f) => {
+                if f.path.exists() {
+                    return Ok(false);
+                }
+                file::write(&f.path, &Inventory::default())?;
+                Ok(true)
+            }
+            Store::Etcd(e) => {
+                if e.read_or_empty().await?.mod_revision != 0 {
+                    return Ok(false);
+                }
+                e.write(&Inventory::default(), 0).await?;
+                Ok(true)
+            }
         }
     }
 

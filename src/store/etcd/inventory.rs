@@ -5,7 +5,9 @@
 use super::{Client, Compacted, Compare, Lock, Op, Settings, Watch};
 use crate::inventory::Inventory;
 use crate::store::journal::Journal;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A compare-and-swap that lost: someone else changed the inventory in between.
@@ -22,6 +24,20 @@ pub struct EtcdStore {
     pub settings: Settings,
     /// How long to wait for the lock.
     pub lock_timeout: Duration,
+    /// The lock this process holds, if any: every write is fenced by it.
+    pub fence: Arc<Mutex<Option<Fence>>>,
+}
+
+/// A held lock as writes see it: the lock key must still exist with this create revision
+/// (compare in every transaction), and a lapsed lease stops writing at once.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    /// The lock key.
+    pub key: String,
+    /// Its create revision.
+    pub create_revision: i64,
+    /// Set when the lease lapsed.
+    pub lost: Arc<AtomicBool>,
 }
 
 /// An inventory read from etcd, with the key's `mod_revision` (0: no key yet) for the
@@ -61,8 +77,23 @@ impl EtcdStore {
         Ok((text, mod_revision, header_revision))
     }
 
-    /// Reads the inventory key. A missing key is an empty inventory.
+    /// Reads the inventory key. A missing key is an error, never an empty inventory (a
+    /// deleted key would otherwise empty every load balancer): `doproxy inventory init`
+    /// creates it.
     pub async fn read(&self) -> Result<Read> {
+        let read = self.read_or_empty().await?;
+        if read.mod_revision == 0 {
+            bail!(
+                "etcd key {} does not exist; run `doproxy inventory init` to create an empty inventory (a missing key is not read as an empty one)",
+                self.key()
+            );
+        }
+        Ok(read)
+    }
+
+    /// Reads the inventory key; a missing key reads as empty with `mod_revision` 0 (for
+    /// `inventory init` and `import`, which create it).
+    pub async fn read_or_empty(&self) -> Result<Read> {
         let key = self.key();
         let (text, mod_revision, header_revision) = self.read_key(&key).await?;
         let inventory = Inventory::parse(&format!("etcd key {key}"), &text)?;
@@ -95,14 +126,27 @@ impl EtcdStore {
             .await
     }
 
-    /// Writes `value` to `key` if the key is still at `mod_revision` (0: absent).
+    /// Writes `value` to `key` if the key is still at `mod_revision` (0: absent) and, when
+    /// this process holds the lock, only while it still holds it.
     async fn write_key(&self, key: &str, value: String, mod_revision: i64) -> Result<()> {
         let key = key.to_string();
+        let fence = self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(f) = &fence {
+            if f.lost.load(Ordering::SeqCst) {
+                bail!(
+                    "the etcd lock's lease lapsed (etcd unreachable for longer than lock_ttl); nothing more is written: run the command again"
+                );
+            }
+        }
         let guard = if mod_revision == 0 {
             Compare::CreateRevision(key.clone(), 0)
         } else {
             Compare::ModRevision(key.clone(), mod_revision)
         };
+        let mut guards = vec![guard];
+        if let Some(f) = &fence {
+            guards.push(Compare::CreateRevision(f.key.clone(), f.create_revision));
+        }
         let put = Op::Put {
             key: key.clone(),
             value,
@@ -110,25 +154,47 @@ impl EtcdStore {
         };
         let r = self
             .client
-            .txn(vec![guard], vec![put], vec![])
+            .txn(guards, vec![put], vec![])
             .await
             .with_context(|| format!("cannot write etcd key {key}"))?;
         if !r.succeeded {
+            if let Some(f) = &fence {
+                let held = self.client.get(&f.key).await?;
+                if held.is_none_or(|kv| kv.create_revision != f.create_revision) {
+                    bail!(
+                        "lost the etcd lock {} while writing {key} (its lease expired); nothing was written: run the command again",
+                        f.key
+                    );
+                }
+            }
             return Err(Conflict(format!("etcd key {key}")).into());
         }
         Ok(())
     }
 
-    /// Takes the cluster-wide lease lock `<prefix>lock`.
+    /// Takes the cluster-wide lease lock `<prefix>lock`; from then on this store's writes
+    /// are fenced by it until [`EtcdStore::unfence`].
     pub async fn lock(&self) -> Result<Lock> {
         let ttl = i64::try_from(self.settings.lock_ttl.as_secs())
             .unwrap_or(10)
             .max(2);
         let name = format!("{}lock", self.settings.prefix);
-        self.client
+        let lock = self
+            .client
             .lock(&name, ttl, self.lock_timeout)
             .await
-            .with_context(|| format!("cannot take the etcd lock {name}"))
+            .with_context(|| format!("cannot take the etcd lock {name}"))?;
+        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = Some(Fence {
+            key: lock.key().to_string(),
+            create_revision: lock.create_revision(),
+            lost: lock.lost_flag(),
+        });
+        Ok(lock)
+    }
+
+    /// Stops fencing writes (the lock was released).
+    pub fn unfence(&self) {
+        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Change notices (inventory or journal) after the cluster revision `revision`.

@@ -189,6 +189,12 @@ impl Lock {
     }
 
     /// True once the renewal found the lease expired: the lock is no longer held.
+    /// The flag the lease keep-alive sets when the lease lapsed (shared, for fencing).
+    pub fn lost_flag(&self) -> Arc<AtomicBool> {
+        self.lost.clone()
+    }
+
+    /// True once the lease could not be renewed in time: the lock may be someone else's.
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
     }
