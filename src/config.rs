@@ -430,6 +430,18 @@ impl Config {
             ))
         })?;
         let cfg = Self::parse(path, &text, env)?;
+        // The other files doproxy takes orders from follow the config file's trust rule
+        // (checked by the caller before the config was read): before any request leaves.
+        if let Some(p) = &cfg.userdata_file {
+            crate::trust::check_if_present(p, "userdata_file")?;
+        }
+        if let Some(p) = &cfg.haproxy.template_file {
+            crate::trust::check_if_present(p, "haproxy_template_file")?;
+        }
+        crate::trust::check_folder(
+            &cfg.haproxy.workdir,
+            "working folder of check_command and reload_command",
+        )?;
         if cfg.token_in_file {
             use std::os::unix::fs::PermissionsExt;
             if let Ok(meta) = std::fs::metadata(path) {
@@ -557,6 +569,7 @@ impl Config {
         let Some(p) = &self.userdata_file else {
             return Ok(None);
         };
+        crate::trust::check_if_present(p, "userdata_file")?;
         let data = std::fs::read(p)
             .map_err(|e| usage_error(format!("userdata_file {}: {e}", p.display())))?;
         if data.len() > 65_536 {
