@@ -373,12 +373,18 @@ impl Resolver<'_> {
             ));
         }
         for e in &endpoints {
-            if !(e.starts_with("http://") || e.starts_with("https://")) {
-                return Err(self.bad(
-                    "inventory.endpoints",
-                    format!("{e:?} is not an http(s) URL"),
-                ));
-            }
+            // As for api_url: plain http only on loopback. Elsewhere it would carry the
+            // inventory (which droplets doproxy deletes) and any password in clear text.
+            validate_url(e, true).map_err(|m| {
+                let why = match (e.starts_with("http://"), i.password.is_some()) {
+                    (false, _) => "",
+                    (true, true) => {
+                        " (it would send the etcd password in clear text; ca_file names a private CA)"
+                    }
+                    (true, false) => " (ca_file names a private CA)",
+                };
+                self.bad("inventory.endpoints", format!("{m}{why}"))
+            })?;
         }
         let prefix = i.prefix.unwrap_or_else(|| "/doproxy/".into());
         if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -821,6 +827,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("inventory_file"), "{e}");
+    }
+
+    #[test]
+    fn etcd_needs_https_off_loopback() {
+        let etcd = |endpoints: &str, auth: &str| {
+            let endpoints: Vec<String> = endpoints.split(", ").map(|e| format!("'{e}'")).collect();
+            let endpoints = endpoints.join(", ");
+            let text = ORIGINAL.replace(
+                "inventory_file: inventory\n",
+                &format!("inventory:\n  backend: etcd\n  endpoints: [{endpoints}]\n{auth}"),
+            );
+            Config::parse(Path::new("d.yml"), &text, &no_env).map_err(|e| e.to_string())
+        };
+        let auth = "  username: doproxy\n  password: s3cret-pw\n";
+        for ok in [
+            "http://127.0.0.1:2379",
+            "http://127.9.8.7:2379",
+            "http://localhost:2379",
+            "http://[::1]:2379",
+            "https://10.10.0.2:2379",
+            "https://etcd.internal:2379",
+        ] {
+            etcd(ok, "").unwrap();
+            etcd(ok, auth).unwrap();
+        }
+        for bad in [
+            "http://10.10.0.2:2379",
+            "http://etcd.internal:2379",
+            "http://[fd00::2]:2379",
+            "https://10.0.0.1:2379, http://10.0.0.2:2379",
+        ] {
+            let e = etcd(bad, "").unwrap_err();
+            assert!(
+                e.contains("inventory.endpoints") && e.contains("https://"),
+                "{bad}: {e}"
+            );
+            let e = etcd(bad, auth).unwrap_err();
+            assert!(
+                e.contains("password in clear text") && !e.contains("s3cret-pw"),
+                "{bad}: {e}"
+            );
+        }
+        let e = etcd("ftp://127.0.0.1:2379", "").unwrap_err();
+        assert!(e.contains("not an http(s) URL"), "{e}");
     }
 
     #[test]
