@@ -8,7 +8,44 @@ use crate::inventory::Inventory;
 use crate::output::warn;
 use anyhow::Result;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::HashMap;
+
+/// A value from the API (a droplet's name, tag or status) made safe for a text line: a
+/// control character or a character that reorders or breaks lines on a terminal is written
+/// as an escape (`\n`, `\r`, `\t`, `\x1b`, `\u{202e}`), and a backslash as `\\`, so a
+/// name can neither start a forged line nor send escape sequences to the terminal. JSON
+/// output needs none of this (serde escapes it).
+pub fn escape(value: &str) -> Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c == '\\'
+            || c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+            )
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    }
+    if !value.chars().any(unsafe_char) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c) && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// A droplet as the JSON output shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -115,8 +152,8 @@ impl Fleet {
                 )),
                 Some(d) if !d.is_ready() => warn(&format!(
                     "inventory line {n}: droplet {id} ({}) is {}{}; left out of the config until it is ready",
-                    d.name,
-                    d.status,
+                    escape(&d.name),
+                    escape(&d.status),
                     if d.status == "active" { " without a private IPv4 address yet" } else { "" }
                 )),
                 Some(d) => match server(d) {
@@ -141,8 +178,35 @@ impl Fleet {
             warn(&format!(
                 "droplet {} ({}) carries the tag {tag:?} but is not in {where_}; add its ID to the inventory to manage it, or delete it",
                 d.id,
-                d.name,
+                escape(&d.name),
             ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn escape_keeps_plain_values_and_escapes_the_rest() {
+        assert!(matches!(
+            escape("auto-nginx-k3x9q2"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(escape("naïve ünïcode"), "naïve ünïcode");
+        assert_eq!(
+            escape("evil\n7) forged  (pvt ip: 1.2.3.4, status: active, id: 9)\x1b[2J"),
+            "evil\\n7) forged  (pvt ip: 1.2.3.4, status: active, id: 9)\\x1b[2J"
+        );
+        assert_eq!(escape("a\rb\tc\0d\x7f"), "a\\rb\\tc\\x00d\\x7f");
+        assert_eq!(escape("back\\slash"), "back\\\\slash");
+        // C1 controls (a one-character CSI), bidi overrides, line separators.
+        assert_eq!(escape("x\u{9b}2J"), "x\\u{9b}2J");
+        assert_eq!(escape("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(escape("a\u{2028}b"), "a\\u{2028}b");
+        for s in ["\n", "\x1b", "\u{85}", "\u{2066}"] {
+            assert!(!escape(s).chars().any(char::is_control), "{s:?}");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `doproxy print`: the inventory, numbered from 0, in the original's line format (or JSON).
 
 use super::{say, warn, Ctx};
-use crate::fleet::DropletInfo;
+use crate::fleet::{escape, DropletInfo};
 use anyhow::Result;
 
 /// Runs `print`.
@@ -16,11 +16,13 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
         let d = fleet.by_id.get(id);
         let info = DropletInfo::new(Some(n), *id, d);
         match d {
+            // The name and status come from the API: escaped, so that they cannot forge a
+            // line or reach the terminal as escape sequences.
             Some(d) => say(&format!(
                 "{n}) {}  (pvt ip: {}, status: {}, id: {id})",
-                d.name,
+                escape(&d.name),
                 info.private_ip.as_deref().unwrap_or(""),
-                d.status
+                escape(&d.status)
             )),
             None => {
                 // Reported, never dropped: the operator decides (`doproxy delete N`).
