@@ -18,7 +18,8 @@ use std::time::Duration;
 pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
 /// The droplet metadata service (link-local, reachable only on a droplet).
 pub const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
-/// The tag every droplet doproxy creates carries, so that orphans can be found.
+/// The default deployment tag (`droplet_options.deployment_tag`): the first tag of every
+/// droplet doproxy creates, by which it lists its droplets and finds orphans.
 pub const DEFAULT_TAG: &str = "doproxy";
 
 /// A duration in YAML: a number of seconds or a string such as `500ms`, `30s`, `10m`.
@@ -86,6 +87,7 @@ struct RawDropletOptions {
     size: String,
     image: IntOrString,
     tags: Option<Vec<String>>,
+    deployment_tag: Option<String>,
     vpc_uuid: Option<String>,
     ipv6: Option<bool>,
     monitoring: Option<bool>,
@@ -250,7 +252,12 @@ impl Resolver<'_> {
         if d.size.trim().is_empty() {
             return Err(self.bad("droplet_options.size", "must not be empty".into()));
         }
-        let mut tags = vec![DEFAULT_TAG.to_string()];
+        // The deployment's tag comes first: it is what this deployment lists, adopts and
+        // reports orphans by (DropletSpec::doproxy_tag), so two deployments on one account
+        // with different tags never see each other's droplets.
+        let deployment = d.deployment_tag.unwrap_or_else(|| DEFAULT_TAG.to_string());
+        validate_tag(&deployment).map_err(|m| self.bad("droplet_options.deployment_tag", m))?;
+        let mut tags = vec![deployment];
         for t in d.tags.unwrap_or_default() {
             validate_tag(&t).map_err(|m| self.bad("droplet_options.tags", m))?;
             if !tags.contains(&t) {
@@ -827,6 +834,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("inventory_file"), "{e}");
+    }
+
+    #[test]
+    fn deployment_tag_comes_first_and_is_validated() {
+        let c = Config::parse(Path::new("d.yml"), ORIGINAL, &no_env).unwrap();
+        assert_eq!(c.droplet.doproxy_tag(), DEFAULT_TAG);
+        let text = ORIGINAL.replace(
+            "  hostname_prefix: auto-nginx\n",
+            "  hostname_prefix: auto-nginx\n  deployment_tag: shop-blue\n  tags: [web, doproxy, shop-blue]\n",
+        );
+        let c = Config::parse(Path::new("d.yml"), &text, &no_env).unwrap();
+        assert_eq!(c.droplet.doproxy_tag(), "shop-blue");
+        assert_eq!(c.droplet.tags, ["shop-blue", "web", "doproxy"]);
+        for bad in ["''", "'has space'", "'a/b'", "'x\\ny'"] {
+            let text = ORIGINAL.replace(
+                "  hostname_prefix: auto-nginx\n",
+                &format!("  hostname_prefix: auto-nginx\n  deployment_tag: {bad}\n"),
+            );
+            let e = Config::parse(Path::new("d.yml"), &text, &no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("droplet_options.deployment_tag"), "{bad}: {e}");
+        }
     }
 
     #[test]
