@@ -240,8 +240,9 @@ mod tests {
     #[test]
     fn the_rule_as_a_table() {
         use Problem::*;
-        // (file uid, file mode, dir uid, dir mode, euid) -> verdict
-        let cases: &[(u32, u32, u32, u32, u32, Option<Problem>)] = &[
+        /// (file uid, file mode, dir uid, dir mode, euid) -> verdict
+        type Case = (u32, u32, u32, u32, u32, Option<Problem>);
+        let cases: &[Case] = &[
             // The usual setups.
             (0, 0o600, 0, 0o750, 0, None),
             (0, 0o640, 0, 0o755, 0, None),
