@@ -14,5 +14,6 @@ mod errors;
 mod etcd;
 mod faults;
 mod golden;
+mod hostile;
 mod operator;
 mod walkthrough;
