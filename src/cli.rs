@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::error::{exit_code, usage_error, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::output::{self, Format};
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Scale an HTTP application tier on DigitalOcean behind HAProxy.
@@ -211,39 +211,77 @@ pub fn main() -> ExitCode {
 }
 
 /// The config files looked for, in order, without `--config` or `$DOPROXY_CONFIG`.
-const DEFAULT_CONFIGS: [&str; 2] = ["doproxy.yml", "/etc/doproxy/doproxy.yml"];
+pub const DEFAULT_CONFIGS: [&str; 2] = ["doproxy.yml", "/etc/doproxy/doproxy.yml"];
 
-/// Finds the config: `--config`, then `$DOPROXY_CONFIG`, then `./doproxy.yml`, then
-/// `/etc/doproxy/doproxy.yml` (where the Debian package puts it).
+/// How a config file was named: explicitly (`--config`, `$DOPROXY_CONFIG`), or found by the
+/// default search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `-c/--config PATH`.
+    Flag,
+    /// `$DOPROXY_CONFIG`.
+    Env,
+    /// One of [`DEFAULT_CONFIGS`].
+    Default,
+}
+
+/// The config files to try, in order: `--config` alone if given, else `$DOPROXY_CONFIG`
+/// alone if set, else [`DEFAULT_CONFIGS`]. An explicit path never falls back to another.
+pub fn config_candidates(flag: Option<PathBuf>, env: Option<PathBuf>) -> Vec<(PathBuf, Source)> {
+    match (flag, env) {
+        (Some(p), _) => vec![(p, Source::Flag)],
+        (None, Some(p)) => vec![(p, Source::Env)],
+        (None, None) => DEFAULT_CONFIGS
+            .iter()
+            .map(|p| (PathBuf::from(p), Source::Default))
+            .collect(),
+    }
+}
+
+/// The first candidate that exists (anything at the path counts, so that an unusable
+/// `./doproxy.yml` is refused rather than skipped), or the "no config file" error naming
+/// every path tried.
+pub fn find_config(
+    candidates: &[(PathBuf, Source)],
+    exists: impl Fn(&Path) -> bool,
+) -> anyhow::Result<PathBuf> {
+    if let Some((p, _)) = candidates.iter().find(|(p, _)| exists(p)) {
+        return Ok(p.clone());
+    }
+    let shown = |p: &Path| {
+        if p.is_relative() && p.components().count() == 1 {
+            format!("./{}", p.display())
+        } else {
+            p.display().to_string()
+        }
+    };
+    let tried = match candidates {
+        [(p, Source::Flag)] => format!("--config {}", p.display()),
+        [(p, Source::Env)] => format!("$DOPROXY_CONFIG={}", p.display()),
+        all => format!(
+            "{} (no --config given, DOPROXY_CONFIG unset)",
+            all.iter()
+                .map(|(p, _)| shown(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Err(usage_error(format!(
+        "no config file: tried {tried}; start from doproxy.yml.example (cp doproxy.yml.example doproxy.yml, then set token and droplet_options)"
+    )))
+}
+
+/// Finds the config (`--config`, then `$DOPROXY_CONFIG`, then `./doproxy.yml`, then
+/// `/etc/doproxy/doproxy.yml`), refuses it unless only trusted users can change it (see
+/// [`crate::trust`]; nothing else is read from it before), and loads it.
 fn load_config(flag: Option<PathBuf>) -> anyhow::Result<Config> {
     let env_path = std::env::var_os("DOPROXY_CONFIG")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
-    let (path, how) = match (flag, env_path) {
-        (Some(p), _) => (p, "--config"),
-        (None, Some(p)) => (p, "$DOPROXY_CONFIG"),
-        (None, None) => (
-            DEFAULT_CONFIGS
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIGS[0])),
-            "the default",
-        ),
-    };
-    if !path.exists() {
-        let tried = match how {
-            "--config" => format!("--config {}", path.display()),
-            "$DOPROXY_CONFIG" => format!("$DOPROXY_CONFIG={}", path.display()),
-            _ => {
-                "./doproxy.yml, /etc/doproxy/doproxy.yml (no --config given, DOPROXY_CONFIG unset)"
-                    .to_string()
-            }
-        };
-        return Err(usage_error(format!(
-            "no config file: tried {tried}; start from doproxy.yml.example (cp doproxy.yml.example doproxy.yml, then set token and droplet_options)"
-        )));
-    }
+    let candidates = config_candidates(flag, env_path);
+    // symlink_metadata: a dangling link at ./doproxy.yml is refused, not skipped.
+    let path = find_config(&candidates, |p| std::fs::symlink_metadata(p).is_ok())?;
+    crate::trust::check_file(&path, "config file")?;
     Config::load(&path, &|k| std::env::var(k).ok())
 }
 
@@ -301,5 +339,61 @@ async fn dispatch(ctx: &commands::Ctx, command: Command) -> anyhow::Result<()> {
         }
         Command::Generate => commands::generate::run(ctx).await,
         Command::Completions(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(c: &[(PathBuf, Source)]) -> Vec<String> {
+        c.iter().map(|(p, _)| p.display().to_string()).collect()
+    }
+
+    #[test]
+    fn the_search_order() {
+        let flag = Some(PathBuf::from("a.yml"));
+        let env = Some(PathBuf::from("b.yml"));
+        assert_eq!(
+            config_candidates(flag.clone(), env.clone()),
+            vec![(PathBuf::from("a.yml"), Source::Flag)]
+        );
+        assert_eq!(
+            config_candidates(None, env),
+            vec![(PathBuf::from("b.yml"), Source::Env)]
+        );
+        let defaults = config_candidates(None, None);
+        assert_eq!(
+            paths(&defaults),
+            ["doproxy.yml", "/etc/doproxy/doproxy.yml"]
+        );
+        // ./doproxy.yml wins over /etc/doproxy/doproxy.yml; the latter is the fallback.
+        assert_eq!(
+            find_config(&defaults, |_| true).unwrap(),
+            PathBuf::from("doproxy.yml")
+        );
+        assert_eq!(
+            find_config(&defaults, |p| p.is_absolute()).unwrap(),
+            PathBuf::from("/etc/doproxy/doproxy.yml")
+        );
+    }
+
+    #[test]
+    fn no_config_names_every_path_tried() {
+        let e = find_config(&config_candidates(None, None), |_| false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tried ./doproxy.yml, /etc/doproxy/doproxy.yml (no --config given"),
+            "{e}"
+        );
+        let e = find_config(&config_candidates(Some("x.yml".into()), None), |_| false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tried --config x.yml;"), "{e}");
+        let e = find_config(&config_candidates(None, Some("y.yml".into())), |_| false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tried $DOPROXY_CONFIG=y.yml;"), "{e}");
     }
 }

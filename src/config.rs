@@ -18,7 +18,8 @@ use std::time::Duration;
 pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
 /// The droplet metadata service (link-local, reachable only on a droplet).
 pub const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
-/// The tag every droplet doproxy creates carries, so that orphans can be found.
+/// The default deployment tag (`droplet_options.deployment_tag`): the first tag of every
+/// droplet doproxy creates, by which it lists its droplets and finds orphans.
 pub const DEFAULT_TAG: &str = "doproxy";
 
 /// A duration in YAML: a number of seconds or a string such as `500ms`, `30s`, `10m`.
@@ -87,6 +88,7 @@ struct RawDropletOptions {
     size: String,
     image: IntOrString,
     tags: Option<Vec<String>>,
+    deployment_tag: Option<String>,
     vpc_uuid: Option<String>,
     ipv6: Option<bool>,
     monitoring: Option<bool>,
@@ -251,7 +253,12 @@ impl Resolver<'_> {
         if d.size.trim().is_empty() {
             return Err(self.bad("droplet_options.size", "must not be empty".into()));
         }
-        let mut tags = vec![DEFAULT_TAG.to_string()];
+        // The deployment's tag comes first: it is what this deployment lists, adopts and
+        // reports orphans by (DropletSpec::doproxy_tag), so two deployments on one account
+        // with different tags never see each other's droplets.
+        let deployment = d.deployment_tag.unwrap_or_else(|| DEFAULT_TAG.to_string());
+        validate_tag(&deployment).map_err(|m| self.bad("droplet_options.deployment_tag", m))?;
+        let mut tags = vec![deployment];
         for t in d.tags.unwrap_or_default() {
             validate_tag(&t).map_err(|m| self.bad("droplet_options.tags", m))?;
             if !tags.contains(&t) {
@@ -374,12 +381,18 @@ impl Resolver<'_> {
             ));
         }
         for e in &endpoints {
-            if !(e.starts_with("http://") || e.starts_with("https://")) {
-                return Err(self.bad(
-                    "inventory.endpoints",
-                    format!("{e:?} is not an http(s) URL"),
-                ));
-            }
+            // As for api_url: plain http only on loopback. Elsewhere it would carry the
+            // inventory (which droplets doproxy deletes) and any password in clear text.
+            validate_url(e, true).map_err(|m| {
+                let why = match (e.starts_with("http://"), i.password.is_some()) {
+                    (false, _) => "",
+                    (true, true) => {
+                        " (it would send the etcd password in clear text; ca_file names a private CA)"
+                    }
+                    (true, false) => " (ca_file names a private CA)",
+                };
+                self.bad("inventory.endpoints", format!("{m}{why}"))
+            })?;
         }
         let prefix = i.prefix.unwrap_or_else(|| "/doproxy/".into());
         if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -431,6 +444,18 @@ impl Config {
             ))
         })?;
         let cfg = Self::parse(path, &text, env)?;
+        // The other files doproxy takes orders from follow the config file's trust rule
+        // (checked by the caller before the config was read): before any request leaves.
+        if let Some(p) = &cfg.userdata_file {
+            crate::trust::check_if_present(p, "userdata_file")?;
+        }
+        if let Some(p) = &cfg.haproxy.template_file {
+            crate::trust::check_if_present(p, "haproxy_template_file")?;
+        }
+        crate::trust::check_folder(
+            &cfg.haproxy.workdir,
+            "working folder of check_command and reload_command",
+        )?;
         if cfg.token_in_file {
             use std::os::unix::fs::PermissionsExt;
             if let Ok(meta) = std::fs::metadata(path) {
@@ -568,6 +593,7 @@ impl Config {
         let Some(p) = &self.userdata_file else {
             return Ok(None);
         };
+        crate::trust::check_if_present(p, "userdata_file")?;
         let data = std::fs::read(p)
             .map_err(|e| usage_error(format!("userdata_file {}: {e}", p.display())))?;
         if data.len() > 65_536 {
@@ -819,6 +845,73 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("inventory_file"), "{e}");
+    }
+
+    #[test]
+    fn deployment_tag_comes_first_and_is_validated() {
+        let c = Config::parse(Path::new("d.yml"), ORIGINAL, &no_env).unwrap();
+        assert_eq!(c.droplet.doproxy_tag(), DEFAULT_TAG);
+        let text = ORIGINAL.replace(
+            "  hostname_prefix: auto-nginx\n",
+            "  hostname_prefix: auto-nginx\n  deployment_tag: shop-blue\n  tags: [web, doproxy, shop-blue]\n",
+        );
+        let c = Config::parse(Path::new("d.yml"), &text, &no_env).unwrap();
+        assert_eq!(c.droplet.doproxy_tag(), "shop-blue");
+        assert_eq!(c.droplet.tags, ["shop-blue", "web", "doproxy"]);
+        for bad in ["''", "'has space'", "'a/b'", "'x\\ny'"] {
+            let text = ORIGINAL.replace(
+                "  hostname_prefix: auto-nginx\n",
+                &format!("  hostname_prefix: auto-nginx\n  deployment_tag: {bad}\n"),
+            );
+            let e = Config::parse(Path::new("d.yml"), &text, &no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("droplet_options.deployment_tag"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn etcd_needs_https_off_loopback() {
+        let etcd = |endpoints: &str, auth: &str| {
+            let endpoints: Vec<String> = endpoints.split(", ").map(|e| format!("'{e}'")).collect();
+            let endpoints = endpoints.join(", ");
+            let text = ORIGINAL.replace(
+                "inventory_file: inventory\n",
+                &format!("inventory:\n  backend: etcd\n  endpoints: [{endpoints}]\n{auth}"),
+            );
+            Config::parse(Path::new("d.yml"), &text, &no_env).map_err(|e| e.to_string())
+        };
+        let auth = "  username: doproxy\n  password: s3cret-pw\n";
+        for ok in [
+            "http://127.0.0.1:2379",
+            "http://127.9.8.7:2379",
+            "http://localhost:2379",
+            "http://[::1]:2379",
+            "https://10.10.0.2:2379",
+            "https://etcd.internal:2379",
+        ] {
+            etcd(ok, "").unwrap();
+            etcd(ok, auth).unwrap();
+        }
+        for bad in [
+            "http://10.10.0.2:2379",
+            "http://etcd.internal:2379",
+            "http://[fd00::2]:2379",
+            "https://10.0.0.1:2379, http://10.0.0.2:2379",
+        ] {
+            let e = etcd(bad, "").unwrap_err();
+            assert!(
+                e.contains("inventory.endpoints") && e.contains("https://"),
+                "{bad}: {e}"
+            );
+            let e = etcd(bad, auth).unwrap_err();
+            assert!(
+                e.contains("password in clear text") && !e.contains("s3cret-pw"),
+                "{bad}: {e}"
+            );
+        }
+        let e = etcd("ftp://127.0.0.1:2379", "").unwrap_err();
+        assert!(e.contains("not an http(s) URL"), "{e}");
     }
 
     #[test]

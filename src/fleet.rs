@@ -5,7 +5,7 @@
 use crate::digitalocean::{Client, Droplet};
 use crate::haproxy::Server;
 use crate::inventory::Inventory;
-use crate::output::warn;
+use crate::output::{escape, warn};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -202,8 +202,8 @@ impl Fleet {
         if !d.is_ready() {
             warn(&format!(
                 "inventory line {n}: droplet {id} ({}) is {}{}; left out of the config until it is ready",
-                d.name,
-                d.status,
+                escape(&d.name),
+                escape(&d.status),
                 if d.status == "active" { " without a private IPv4 address yet" } else { "" }
             ));
             return None;
@@ -230,7 +230,7 @@ impl Fleet {
             warn(&format!(
                 "droplet {} ({}) carries the tag {tag:?} but is not in {where_}; add its ID to the inventory to manage it, or delete it",
                 d.id,
-                d.name,
+                escape(&d.name),
             ));
         }
     }

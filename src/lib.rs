@@ -19,5 +19,6 @@ pub mod metadata;
 pub mod output;
 pub mod secret;
 pub mod store;
+pub mod trust;
 
 pub use error::{usage_error, UsageError};

@@ -7,6 +7,7 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -93,13 +94,40 @@ pub fn is_json() -> bool {
     settings().format == Format::Json
 }
 
-/// A value from the API made safe for a terminal line: control characters (a newline that
-/// would forge a line, an escape sequence) are shown escaped, e.g. `\n`, `\x1b`.
-pub fn escape(value: &str) -> String {
-    if !value.chars().any(char::is_control) {
-        return value.to_string();
+/// A value from the API (a droplet's name, tag or status) made safe for a text line: a
+/// control character or a character that reorders or breaks lines on a terminal is written
+/// as an escape (`\n`, `\r`, `\t`, `\x1b`, `\u{202e}`), and a backslash as `\\`, so a
+/// name can neither start a forged line nor send escape sequences to the terminal. JSON
+/// output needs none of this (serde escapes it).
+pub fn escape(value: &str) -> Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c == '\\'
+            || c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+            )
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
     }
-    value.chars().flat_map(char::escape_default).collect()
+    if !value.chars().any(unsafe_char) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c) && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Prints a result line on stdout in text mode; a closed pipe is not an error.
@@ -321,9 +349,25 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     #[test]
-    fn escapes_control_characters_only() {
-        assert_eq!(escape("web-1"), "web-1");
-        assert_eq!(escape("a\nb\x1b[2J"), "a\\nb\\u{1b}[2J");
+    fn escape_keeps_plain_values_and_escapes_the_rest() {
+        assert!(matches!(
+            escape("auto-nginx-k3x9q2"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(escape("naïve ünïcode"), "naïve ünïcode");
+        assert_eq!(
+            escape("evil\n7) forged  (pvt ip: 1.2.3.4, status: active, id: 9)\x1b[2J"),
+            "evil\\n7) forged  (pvt ip: 1.2.3.4, status: active, id: 9)\\x1b[2J"
+        );
+        assert_eq!(escape("a\rb\tc\0d\x7f"), "a\\rb\\tc\\x00d\\x7f");
+        assert_eq!(escape("back\\slash"), "back\\\\slash");
+        // C1 controls (a one-character CSI), bidi overrides, line separators.
+        assert_eq!(escape("x\u{9b}2J"), "x\\u{9b}2J");
+        assert_eq!(escape("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(escape("a\u{2028}b"), "a\\u{2028}b");
+        for s in ["\n", "\x1b", "\u{85}", "\u{2066}"] {
+            assert!(!escape(s).chars().any(char::is_control), "{s:?}");
+        }
     }
 
     #[test]

@@ -15,5 +15,6 @@ mod errors;
 mod etcd;
 mod faults;
 mod golden;
+mod hostile;
 mod operator;
 mod walkthrough;

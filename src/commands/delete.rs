@@ -101,7 +101,7 @@ async fn delete_locked(ctx: &Ctx, opts: &Options) -> Result<()> {
     if dry_run {
         say(&format!(
             "dry run: would drain {server}, reload without it, destroy droplet {id} ({}) and remove line {line} of the inventory",
-            info.name.as_deref().map(crate::output::escape).unwrap_or_else(|| "missing".into())
+            info.name.as_deref().map(crate::output::escape).unwrap_or("missing".into())
         ));
         return show_preview(ctx, &servers, "delete").await;
     }

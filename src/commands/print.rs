@@ -2,6 +2,7 @@
 
 use super::{say, warn, Ctx};
 use crate::fleet::DropletInfo;
+use crate::output::escape;
 use anyhow::Result;
 
 /// Runs `print`.
@@ -25,11 +26,13 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
         let d = fleet.by_id.get(id);
         let info = DropletInfo::new(Some(n), *id, d);
         match d {
+            // The name and status come from the API: escaped, so that they cannot forge a
+            // line or reach the terminal as escape sequences.
             Some(d) => say(&format!(
                 "{n}) {}  (pvt ip: {}, status: {}, id: {id})",
-                d.name,
+                escape(&d.name),
                 info.private_ip.as_deref().unwrap_or(""),
-                d.status
+                escape(&d.status)
             )),
             None => {
                 // Reported, never dropped: the operator decides (`doproxy delete N`).
