@@ -474,3 +474,166 @@ fn etcd_over_mutual_tls_with_a_private_ca() {
         r.stderr
     );
 }
+
+/// The server names the HAProxy behind the stats socket `sock` serves (empty when it does
+/// not answer).
+fn served_by(sock: &std::path::Path) -> Vec<String> {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) else {
+        return Vec::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.write_all(b"show servers state www-backend\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let mut names: Vec<String> = out
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().nth(3).map(String::from))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Two nodes, each with its HAProxy and its `reload --watch`, serving `n` droplets.
+fn two_watching_nodes(n: usize) -> Option<(TestEnv, EtcdCluster, Procs)> {
+    if !haproxy_available() {
+        return None;
+    }
+    let etcd = start_single()?;
+    let env = TestEnv::with_haproxy();
+    let a = etcd_config(&env, &etcd);
+    env.write_config(&a);
+    env.run(&["inventory", "init"]).ok();
+    env.write(
+        "node-b.yml",
+        &node_b_config(&env, &a, free_port()).to_yaml(),
+    );
+    std::fs::create_dir_all(env.path("etc-b")).unwrap();
+    let mut procs = Procs {
+        children: Vec::new(),
+        pidfiles: vec![env.path("haproxy-b.pid")],
+    };
+    procs.children.push(spawn_logged(
+        &env,
+        &["-c", "doproxy.yml", "reload", "--watch"],
+        "watch-a.log",
+    ));
+    procs.children.push(spawn_logged(
+        &env,
+        &["-c", "node-b.yml", "reload", "--watch"],
+        "watch-b.log",
+    ));
+    env.run(&["-c", "doproxy.yml", "create", "--count", &n.to_string()])
+        .ok();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while served_by(&env.path("admin.sock")).len() != n
+        || served_by(&env.path("admin-b.sock")).len() != n
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the nodes did not serve {n}: A {:?} B {:?}\n{}\n{}",
+            served_by(&env.path("admin.sock")),
+            served_by(&env.path("admin-b.sock")),
+            env.read("watch-a.log"),
+            env.read("watch-b.log")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some((env, etcd, procs))
+}
+
+#[test]
+fn a_deleted_etcd_key_empties_no_load_balancer() {
+    let Some((env, etcd, _procs)) = two_watching_nodes(2) else {
+        return;
+    };
+    let before_a = served_by(&env.path("admin.sock"));
+    let before_b = served_by(&env.path("admin-b.sock"));
+    // Someone deletes the inventory key under both watchers.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = doproxy::store::etcd::Client::new(doproxy::store::etcd::Options {
+            endpoints: etcd.endpoints(),
+            timeout: Duration::from_secs(2),
+            username: None,
+            password: None,
+            ca_pem: None,
+            identity_pem: None,
+        })
+        .unwrap();
+        client.delete("/doproxy-test/inventory").await.unwrap();
+    });
+    // Both watchers notice within their debounce (100 ms) and a re-sync; neither installs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(env.read("watch-a.log").contains("does not exist")
+        && env.read("watch-b.log").contains("does not exist"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the watchers did not see the missing key\n{}\n{}",
+            env.read("watch-a.log"),
+            env.read("watch-b.log")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(served_by(&env.path("admin.sock")), before_a);
+    assert_eq!(served_by(&env.path("admin-b.sock")), before_b);
+}
+
+#[test]
+fn no_node_routes_to_a_droplet_when_it_is_destroyed() {
+    let Some((env, _etcd, _procs)) = two_watching_nodes(3) else {
+        return;
+    };
+    let victim = export(&env, "doproxy.yml")[1];
+    let server = format!("www-{victim}");
+    // Sample both nodes' stats sockets until the droplet is gone from the simulator.
+    let (sock_a, sock_b) = (env.path("admin.sock"), env.path("admin-b.sock"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        let server = server.clone();
+        std::thread::spawn(move || {
+            let mut samples: Vec<(Instant, bool, bool)> = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+                let a = served_by(&sock_a).contains(&server);
+                let b = served_by(&sock_b).contains(&server);
+                samples.push((Instant::now(), a, b));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            samples
+        })
+    };
+    let r = env
+        .run(&["-c", "node-b.yml", "delete", "--id", &victim.to_string()])
+        .ok();
+    assert!(r.stdout.contains(&format!("Success: {victim} deleted")));
+    assert!(!r.stderr.contains("did not confirm"), "{}", r.stderr);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let samples = sampler.join().unwrap();
+    // The DELETE reached the API only after both nodes had stopped routing to it: every
+    // sample taken after the first one showing neither node routing to it shows the same.
+    let first_clear = samples
+        .iter()
+        .position(|(_, a, b)| !a && !b)
+        .expect("the server never left both nodes");
+    assert!(
+        samples[first_clear..].iter().all(|(_, a, b)| !a && !b),
+        "a node routed to {server} again after dropping it"
+    );
+    assert!(first_clear > 0, "the sampler never saw the server served");
+    let deletes: Vec<_> = env
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|q| q.method == "DELETE")
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert!(!env.sim.droplets().iter().any(|d| d.id == victim));
+}
