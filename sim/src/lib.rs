@@ -66,6 +66,10 @@ pub struct SimOptions {
     pub app_boot_delay: Duration,
     /// The droplet the metadata service describes (the load balancer).
     pub metadata: MetadataIdentity,
+    /// Report `locked: true` while a droplet is `new` (the old "booting" reading of
+    /// `locked`). Default false: `locked` is only the administrative lock
+    /// ([`Sim::lock_direct`]), as the real API uses it today.
+    pub locked_while_new: bool,
 }
 
 impl Default for SimOptions {
@@ -88,6 +92,7 @@ impl Default for SimOptions {
             backend_port: 8080,
             app_boot_delay: Duration::ZERO,
             metadata: MetadataIdentity::default(),
+            locked_while_new: false,
         }
     }
 }
@@ -159,6 +164,10 @@ pub struct SimDroplet {
     pub user_data: Option<String>,
     /// Creation time, in milliseconds since the simulator started.
     pub created_at_ms: u64,
+    /// The `locked` the API reports: the administrative lock ([`Sim::lock_direct`]),
+    /// or `new` under [`SimOptions::locked_while_new`].
+    #[serde(default)]
+    pub locked: bool,
 }
 
 /// Run-time changes to the fault knobs; `None` leaves a knob unchanged.
@@ -189,6 +198,9 @@ pub struct Faults {
     /// New `active_after`, in milliseconds; applies to droplets created after the change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_after_ms: Option<u64>,
+    /// New `locked_while_new`; applies to droplets created after the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_while_new: Option<bool>,
 }
 
 /// Distinguishes "present and null" (`Some(None)`) from "absent" (`None`,
@@ -272,6 +284,7 @@ impl Sim {
             rate_limit_per_hour: opts.rate_limit_per_hour,
             create_failure_rate: opts.create_failure_rate,
             active_after: opts.active_after,
+            locked_while_new: opts.locked_while_new,
         };
         let statics = StaticOpts {
             token: opts.token,
@@ -353,6 +366,13 @@ impl Sim {
     /// becomes active; its app stops). False if it is unknown or deleted.
     pub fn power_off_direct(&self, id: u64) -> bool {
         self.inner.power_off_direct(id)
+    }
+
+    /// Sets or lifts the administrative lock of a droplet ("outside doproxy"): the API
+    /// reports `locked: true` while it is set, whatever the status. Nothing else
+    /// changes. False if the droplet is unknown or deleted.
+    pub fn lock_direct(&self, id: u64, locked: bool) -> bool {
+        self.inner.lock_direct(id, locked)
     }
 
     /// Deletes a droplet without the API. False if it is unknown or already

@@ -118,6 +118,9 @@ struct SimArgs {
     /// Delay after active before an app accepts, in ms
     #[arg(long, value_name = "N", default_value_t = ms(defaults().app_boot_delay))]
     app_boot_delay_ms: u64,
+    /// Report `locked: true` while a droplet is `new` (the old reading of `locked`)
+    #[arg(long)]
+    locked_while_new: bool,
     /// Metadata droplet id
     #[arg(long, value_name = "N", default_value_t = defaults().metadata.id)]
     metadata_id: u64,
@@ -224,6 +227,7 @@ impl SimArgs {
             serve_apps: self.serve_apps,
             backend_port: self.backend_port,
             app_boot_delay: Duration::from_millis(self.app_boot_delay_ms),
+            locked_while_new: self.locked_while_new,
             metadata: do_sim::MetadataIdentity {
                 id: self.metadata_id,
                 hostname: self.metadata_hostname,

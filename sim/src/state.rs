@@ -54,6 +54,7 @@ pub(crate) struct Knobs {
     pub rate_limit_per_hour: u32,
     pub create_failure_rate: f64,
     pub active_after: Duration,
+    pub locked_while_new: bool,
 }
 
 /// Options fixed at start.
@@ -143,9 +144,18 @@ pub(crate) struct Droplet {
     pub ip: Option<u32>,
     pub deleted_at: Option<Instant>,
     pub app: Option<crate::apps::AppHandle>,
+    /// The administrative lock ([`crate::Sim::lock_direct`]).
+    pub admin_locked: bool,
+    /// `locked_while_new` when the droplet was created.
+    pub lock_while_new: bool,
 }
 
 impl Droplet {
+    /// The `locked` the API reports.
+    pub(crate) fn locked(&self) -> bool {
+        self.admin_locked || (self.lock_while_new && self.status == Status::New)
+    }
+
     pub(crate) fn private_ip(&self) -> Option<Ipv4Addr> {
         self.ip.map(private_ip)
     }
@@ -376,6 +386,8 @@ impl Inner {
                 ip: None,
                 deleted_at: None,
                 app: None,
+                admin_locked: false,
+                lock_while_new: st.knobs.locked_while_new,
             },
         );
         (id, action_id)
@@ -515,6 +527,7 @@ impl Inner {
             public_ipv4: d.public_ip().map(|ip| ip.to_string()),
             user_data: d.spec.user_data.clone(),
             created_at_ms: self.ms_since_start(d.created),
+            locked: d.locked(),
         }
     }
 
@@ -552,6 +565,9 @@ impl Inner {
         }
         if let Some(v) = f.active_after_ms {
             k.active_after = Duration::from_millis(v);
+        }
+        if let Some(v) = f.locked_while_new {
+            k.locked_while_new = v;
         }
     }
 
@@ -599,6 +615,20 @@ impl Inner {
         }
     }
 
+    /// Sets or lifts the administrative lock. False if the droplet is unknown or deleted.
+    pub(crate) fn lock_direct(&self, id: u64, locked: bool) -> bool {
+        let _rt = self.handle.enter();
+        let mut st = self.lock();
+        self.advance(&mut st, Instant::now());
+        match st.droplets.get_mut(&id) {
+            Some(d) if d.deleted_at.is_none() => {
+                d.admin_locked = locked;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The current knobs and options as JSON (for `/_sim/state`).
     pub(crate) fn options_json(&self, st: &State) -> Value {
         let k = &st.knobs;
@@ -619,6 +649,7 @@ impl Inner {
             "serve_apps": o.serve_apps,
             "backend_port": o.backend_port,
             "app_boot_delay_ms": o.app_boot_delay.as_millis() as u64,
+            "locked_while_new": k.locked_while_new,
             "metadata": o.metadata,
         })
     }

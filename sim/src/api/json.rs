@@ -220,7 +220,7 @@ pub(super) fn droplet_json(d: &Droplet) -> Value {
         "vcpus": vcpus,
         "disk": disk,
         "disk_info": [{ "type": "local", "size": { "amount": disk, "unit": "gib" } }],
-        "locked": d.status == Status::New,
+        "locked": d.locked(),
         "status": d.status.as_str(),
         "kernel": null,
         "created_at": util::rfc3339(d.created_epoch_secs),
