@@ -115,3 +115,68 @@ fn locked_while_new_restores_the_booting_reading() {
     let id = create_id(&sim, "boot-2");
     assert_eq!(droplet(&sim, id)["locked"], false);
 }
+
+// ------------------------------------------------------------------ sizes
+
+#[test]
+fn sizes_list_with_prices_and_pages() {
+    let sim = Sim::start(opts()).unwrap();
+    let r = get(&sim, "/v2/sizes");
+    assert_eq!(r.status, 200);
+    assert_common_headers(&r, 5000);
+    let v = r.json();
+    let total = v["meta"]["total"].as_u64().unwrap();
+    let sizes = v["sizes"].as_array().unwrap();
+    assert_eq!(sizes.len() as u64, total);
+    assert!(total >= 5);
+    assert_eq!(v["links"], json!({}));
+    // The spec's required keys, and hourly = monthly / 672 rounded to 5 decimals.
+    for s in sizes {
+        for k in [
+            "available",
+            "disk",
+            "memory",
+            "price_hourly",
+            "price_monthly",
+            "regions",
+            "slug",
+            "transfer",
+            "vcpus",
+            "description",
+        ] {
+            assert!(s.get(k).is_some(), "{k} in {s}");
+        }
+        let monthly = s["price_monthly"].as_f64().unwrap();
+        let hourly = s["price_hourly"].as_f64().unwrap();
+        assert!((hourly - monthly / 672.0).abs() < 0.000_01, "{s}");
+    }
+    let one = sizes.iter().find(|s| s["slug"] == "s-1vcpu-1gb").unwrap();
+    assert_eq!(one["price_hourly"], 0.00893);
+    assert_eq!(one["price_monthly"], 6.0);
+    assert_eq!(one["memory"], 1024);
+
+    // The droplet's size object is the listed one.
+    let id = sim.create_droplet_direct("sized", &[]);
+    assert_eq!(&droplet(&sim, id)["size"], one);
+
+    // per_page and the links, followed to the end.
+    let mut target = "/v2/sizes?per_page=2".to_string();
+    let mut seen = Vec::new();
+    loop {
+        let v = get(&sim, &target).json();
+        assert_eq!(v["meta"]["total"], total);
+        for s in v["sizes"].as_array().unwrap() {
+            seen.push(s["slug"].as_str().unwrap().to_string());
+        }
+        match v["links"]["pages"]["next"].as_str() {
+            Some(next) => {
+                assert!(next.contains("/v2/sizes?page="), "{next}");
+                target = target_of(&sim, next).to_string();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen.len() as u64, total);
+    assert_error(&get(&sim, "/v2/sizes?per_page=0"), 400, "bad_request");
+    assert_eq!(call(&sim, "POST", "/v2/sizes", None).status, 405);
+}

@@ -1286,6 +1286,9 @@ mod model {
         pub regions: Vec<String>,
         pub available: bool,
         pub description: String,
+        /// Optional in the spec's size model.
+        #[serde(default)]
+        pub disk_info: Option<Vec<Value>>,
     }
 
     #[derive(Deserialize, Debug)]

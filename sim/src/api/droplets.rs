@@ -21,8 +21,8 @@ const MAX_USER_DATA: usize = 64 * 1024;
 /// Largest accepted request body.
 const MAX_BODY: usize = 1024 * 1024;
 const MAX_NAMES: usize = 10;
-const DEFAULT_PER_PAGE: u64 = 20;
-const MAX_PER_PAGE: u64 = 200;
+pub(super) const DEFAULT_PER_PAGE: u64 = 20;
+pub(super) const MAX_PER_PAGE: u64 = 200;
 
 // -------------------------------------------------------------------- get / delete
 
@@ -49,7 +49,7 @@ pub(super) fn delete_droplet(inner: &Inner, id: u64) -> Resp {
     }
 }
 
-fn first<'a>(query: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(super) fn first<'a>(query: &'a [(String, String)], key: &str) -> Option<&'a str> {
     query
         .iter()
         .find(|(k, _)| k == key)
@@ -78,7 +78,7 @@ pub(super) fn delete_by_tag(inner: &Inner, query: &[(String, String)], rid: &str
 
 // -------------------------------------------------------------------- list
 
-fn parse_positive(v: Option<&str>, default: u64) -> Option<u64> {
+pub(super) fn parse_positive(v: Option<&str>, default: u64) -> Option<u64> {
     match v {
         None | Some("") => Some(default),
         Some(s) => s.parse::<u64>().ok().filter(|n| *n >= 1),
@@ -131,7 +131,7 @@ pub(super) fn list_droplets(inner: &Inner, query: &[(String, String)], rid: &str
             extra.push_str(&format!("&{key}={}", pct_encode(v)));
         }
     }
-    let links = page_links(&inner.url, page, per_page, total, &extra);
+    let links = page_links(&inner.url, "/v2/droplets", page, per_page, total, &extra);
     http::json(
         StatusCode::OK,
         &json!({ "droplets": droplets, "links": links, "meta": { "total": total } }),

@@ -78,7 +78,14 @@ fn all_region_slugs() -> Vec<&'static str> {
     REGIONS.iter().map(|(s, _)| *s).collect()
 }
 
-fn size_json(slug: &str) -> Value {
+/// The hourly price: the monthly one over 672 hours (28 days), rounded to 5 decimals as
+/// the real API shows it (`s-1vcpu-1gb`: 6.0 a month, 0.00893 an hour).
+pub(super) fn price_hourly(price_monthly: f64) -> f64 {
+    (price_monthly / 672.0 * 100_000.0).round() / 100_000.0
+}
+
+/// A size object (spec `resources/sizes/models/size.yml`).
+pub(super) fn size_json(slug: &str) -> Value {
     let (memory, vcpus, disk, transfer, price) = size_info(slug);
     json!({
         "slug": slug,
@@ -87,11 +94,17 @@ fn size_json(slug: &str) -> Value {
         "disk": disk,
         "transfer": transfer,
         "price_monthly": price,
-        "price_hourly": price / 672.0,
+        "price_hourly": price_hourly(price),
         "regions": all_region_slugs(),
         "available": true,
         "description": "Basic",
+        "disk_info": [{ "type": "local", "size": { "amount": disk, "unit": "gib" } }],
     })
+}
+
+/// The slugs `GET /v2/sizes` lists, cheapest first.
+pub(super) fn size_slugs() -> Vec<&'static str> {
+    SIZES.iter().map(|s| s.0).collect()
 }
 
 fn image_json(image: &ImageRef) -> Value {
@@ -239,13 +252,21 @@ pub(super) fn droplet_json(d: &Droplet) -> Value {
     })
 }
 
-/// `{}` when everything fits one page, else `{"pages": {...}}` with full URLs.
-pub(super) fn page_links(base: &str, page: u64, per_page: u64, total: u64, extra: &str) -> Value {
+/// `{}` when everything fits one page, else `{"pages": {...}}` with full URLs of
+/// `{base}{path}`.
+pub(super) fn page_links(
+    base: &str,
+    path: &str,
+    page: u64,
+    per_page: u64,
+    total: u64,
+    extra: &str,
+) -> Value {
     if total <= per_page {
         return json!({});
     }
     let last = total.div_ceil(per_page);
-    let url = |n: u64| format!("{base}/v2/droplets?page={n}&per_page={per_page}{extra}");
+    let url = |n: u64| format!("{base}{path}?page={n}&per_page={per_page}{extra}");
     let mut pages = Map::new();
     if page > 1 {
         pages.insert("first".into(), json!(url(1)));
@@ -265,15 +286,16 @@ mod tests {
     #[test]
     fn links_shapes() {
         let b = "http://x";
-        assert_eq!(page_links(b, 1, 20, 20, ""), json!({}));
-        let l = page_links(b, 1, 200, 450, "&tag_name=a%3Ab");
+        let d = "/v2/droplets";
+        assert_eq!(page_links(b, d, 1, 20, 20, ""), json!({}));
+        let l = page_links(b, d, 1, 200, 450, "&tag_name=a%3Ab");
         assert_eq!(
             l,
             json!({"pages": {
                 "next": "http://x/v2/droplets?page=2&per_page=200&tag_name=a%3Ab",
                 "last": "http://x/v2/droplets?page=3&per_page=200&tag_name=a%3Ab"}})
         );
-        let l = page_links(b, 9, 200, 450, "");
+        let l = page_links(b, d, 9, 200, 450, "");
         assert_eq!(
             l,
             json!({"pages": {
@@ -291,5 +313,8 @@ mod tests {
         assert_eq!(size_info("c-4vcpu-8gb").0, 8192);
         assert_eq!(image_name("24-04-x64"), "24.04 x64");
         assert_eq!(image_name("12-x64"), "12 x64");
+        assert_eq!(price_hourly(6.0), 0.00893);
+        assert_eq!(price_hourly(4.0), 0.00595);
+        assert_eq!(size_json("s-2vcpu-4gb")["price_hourly"], 0.03571);
     }
 }

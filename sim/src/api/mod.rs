@@ -4,6 +4,7 @@
 mod droplets;
 mod json;
 mod reply;
+mod sizes;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -170,6 +171,10 @@ async fn dispatch(inner: &Arc<Inner>, req: Request<Incoming>, rid: &str) -> Resp
                 _ => method_not_allowed(),
             }
         }
+        ["v2", "sizes"] => match method {
+            Method::GET => sizes::list_sizes(&inner.url, &query),
+            _ => method_not_allowed(),
+        },
         ["v2", "account"] => match method {
             Method::GET => droplets::account(inner),
             _ => method_not_allowed(),
