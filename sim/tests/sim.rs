@@ -984,6 +984,7 @@ fn metadata_endpoints() {
             user_data: "#!/bin/sh\necho hi\n".into(),
             region: "ams3".into(),
             tags: vec!["lb".into(), "env:prod".into()],
+            ..MetadataIdentity::default()
         },
         ..opts()
     })

@@ -206,8 +206,10 @@ fn next_backup_window(d: &Droplet) -> Value {
     })
 }
 
-/// A droplet in the API's shape (spec `models/droplet.yml`).
-pub(super) fn droplet_json(d: &Droplet) -> Value {
+/// A droplet in the API's shape (spec `models/droplet.yml`). With `nulls`
+/// (`nulls_for_empty`), a droplet without addresses has `networks: null` and no
+/// `vpc_uuid` yet (`null`); [`null_empties`] does the rest.
+pub(super) fn droplet_json(d: &Droplet, nulls: bool) -> Value {
     let (memory, vcpus, disk, _, _) = size_info(&d.spec.size);
     let v4: Vec<Value> = match (d.status, d.ip) {
         (Status::Active | Status::Off, Some(k)) => vec![
@@ -245,11 +247,43 @@ pub(super) fn droplet_json(d: &Droplet) -> Value {
         "volume_ids": d.spec.volumes,
         "size": size_json(&d.spec.size),
         "size_slug": d.spec.size,
-        "networks": { "v4": v4, "v6": [] },
+        "networks": if nulls && v4.is_empty() { Value::Null } else { json!({ "v4": v4, "v6": [] }) },
         "region": region_json(&d.spec.region),
         "tags": d.spec.tags,
-        "vpc_uuid": d.vpc_uuid,
+        "vpc_uuid": if nulls && d.ip.is_none() { Value::Null } else { json!(d.vpc_uuid) },
     })
+}
+
+/// With `nulls`, every empty array, empty object and empty string in `v`, at any depth,
+/// becomes `null` (as a Go backend marshalling nil slices, maps and pointers would send
+/// them); without it, `v` unchanged.
+pub(super) fn null_empties(v: Value, nulls: bool) -> Value {
+    if !nulls {
+        return v;
+    }
+    match v {
+        Value::Array(a) if a.is_empty() => Value::Null,
+        Value::Array(a) => Value::Array(a.into_iter().map(|x| null_empties(x, true)).collect()),
+        Value::Object(o) if o.is_empty() => Value::Null,
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, x)| (k, null_empties(x, true)))
+                .collect(),
+        ),
+        Value::String(s) if s.is_empty() => Value::Null,
+        other => other,
+    }
+}
+
+/// A list's `links` under `nulls`: `{"pages": {}}` (the spec example's shape, which
+/// [`null_empties`] turns into `{"pages": null}`) when a non-empty result fits one page,
+/// `{}` (so `null`) for an empty result; unchanged otherwise.
+pub(super) fn nulls_links(links: Value, total: u64, nulls: bool) -> Value {
+    if nulls && total > 0 && links == json!({}) {
+        json!({ "pages": {} })
+    } else {
+        links
+    }
 }
 
 /// `{}` when everything fits one page, else `{"pages": {...}}` with full URLs of
@@ -314,6 +348,18 @@ mod tests {
         assert_eq!(image_name("24-04-x64"), "24.04 x64");
         assert_eq!(image_name("12-x64"), "12 x64");
         assert_eq!(price_hourly(6.0), 0.00893);
+        assert_eq!(
+            null_empties(
+                json!({"a": [], "b": {}, "c": "", "d": {"e": [1, []], "f": 0, "g": false}}),
+                true
+            ),
+            json!({"a": null, "b": null, "c": null, "d": {"e": [1, null], "f": 0, "g": false}})
+        );
+        let same = json!({"a": [], "b": {}, "c": ""});
+        assert_eq!(null_empties(same.clone(), false), same);
+        assert_eq!(nulls_links(json!({}), 3, true), json!({"pages": {}}));
+        assert_eq!(nulls_links(json!({}), 0, true), json!({}));
+        assert_eq!(nulls_links(json!({}), 3, false), json!({}));
         assert_eq!(price_hourly(4.0), 0.00595);
         assert_eq!(size_json("s-2vcpu-4gb")["price_hourly"], 0.03571);
     }

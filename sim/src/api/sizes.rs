@@ -5,13 +5,13 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 
 use super::droplets::{first, parse_positive, DEFAULT_PER_PAGE, MAX_PER_PAGE};
-use super::json::{page_links, size_json, size_slugs};
+use super::json::{null_empties, nulls_links, page_links, size_json, size_slugs};
 use super::reply::bad_request;
 use crate::http::{self, Resp};
 
 /// `{"sizes": [...], "links": L, "meta": {"total": N}}`, `page` and `per_page` as for
-/// droplets.
-pub(super) fn list_sizes(base: &str, query: &[(String, String)]) -> Resp {
+/// droplets; `nulls_for_empty` applies as to the droplet list.
+pub(super) fn list_sizes(base: &str, query: &[(String, String)], nulls: bool) -> Resp {
     let Some(page) = parse_positive(first(query, "page"), 1) else {
         return bad_request("page must be an integer greater than or equal to 1");
     };
@@ -29,8 +29,6 @@ pub(super) fn list_sizes(base: &str, query: &[(String, String)]) -> Resp {
         .map(|s| size_json(s))
         .collect();
     let links = page_links(base, "/v2/sizes", page, per_page, total, "");
-    http::json(
-        StatusCode::OK,
-        &json!({ "sizes": sizes, "links": links, "meta": { "total": total } }),
-    )
+    let body = json!({ "sizes": sizes, "links": nulls_links(links, total, nulls), "meta": { "total": total } });
+    http::json(StatusCode::OK, &null_empties(body, nulls))
 }
