@@ -18,6 +18,11 @@ struct DirectCreate {
     tags: Vec<String>,
 }
 
+#[derive(Deserialize)]
+struct Lock {
+    locked: bool,
+}
+
 fn bad(msg: &str) -> Resp {
     http::json(StatusCode::BAD_REQUEST, &json!({ "error": msg }))
 }
@@ -91,6 +96,26 @@ pub(crate) async fn handle(inner: &Arc<Inner>, req: Request<Incoming>) -> Resp {
                     StatusCode::OK,
                     &detail(inner, d, droplets.iter().any(|x| x.id == id)),
                 ),
+                None => not_found(),
+            }
+        }
+        (Method::POST, ["_sim", "droplets", id, "lock"]) => {
+            let Ok(id) = id.parse::<u64>() else {
+                return not_found();
+            };
+            let Some(body) = http::read_body(req, 64 * 1024).await else {
+                return bad("body too large");
+            };
+            let l: Lock = match serde_json::from_slice(&body) {
+                Ok(l) => l,
+                Err(e) => return bad(&format!("expected {{\"locked\": true|false}}: {e}")),
+            };
+            if !inner.lock_direct(id, l.locked) {
+                return not_found();
+            }
+            let st = inner.lock();
+            match st.droplets.get(&id) {
+                Some(d) => http::json(StatusCode::OK, &json!(inner.sim_droplet(d))),
                 None => not_found(),
             }
         }

@@ -189,6 +189,19 @@ pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> Resp {
     r
 }
 
+/// A response with this body and `content-type`.
+pub(crate) fn typed(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
 pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(body.into())));
     *r.status_mut() = status;

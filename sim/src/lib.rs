@@ -9,7 +9,7 @@
 //! It never opens an outgoing connection and binds only 127.0.0.0/8
 //! addresses. See `README.md` in this crate for the full semantics.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,109 +21,14 @@ mod apps;
 mod control;
 mod http;
 mod metadata;
+mod options;
 mod router;
 pub mod sandbox;
 mod state;
 mod util;
 
+pub use options::{Faults, MetadataIdentity, Placement, ScopedToken, SimOptions};
 use state::{Inner, Knobs, StaticOpts};
-
-/// Everything a simulator can be configured with. See the field comments and
-/// `README.md` for what each knob does.
-#[derive(Clone, Debug)]
-pub struct SimOptions {
-    /// The bearer token every `/v2` request must carry. Default `sim-token`.
-    pub token: String,
-    /// Where to listen; must be an address in 127.0.0.0/8. Default `127.0.0.1:0`.
-    pub listen: SocketAddr,
-    /// Delay from create to `active`. Default 3 s.
-    pub active_after: Duration,
-    /// A new droplet is 404 on GET and missing from lists for this long. Default 0.
-    pub not_found_after_create: Duration,
-    /// A deleted droplet is still returned (status unchanged) for this long. Default 0.
-    pub delete_linger: Duration,
-    /// Fraction of API-created droplets whose create action ends `errored`. Default 0.
-    pub create_failure_rate: f64,
-    /// Added to every API request. Default 0.
-    pub latency: Duration,
-    /// Per-minute request limit; `None` turns it off. Default `Some(250)`.
-    pub rate_limit_per_minute: Option<u32>,
-    /// Per-hour request limit (also the `ratelimit-limit` header). Default 5000.
-    pub rate_limit_per_hour: u32,
-    /// Fraction of API requests answered 500/502/503 without side effects. Default 0.
-    pub error_rate: f64,
-    /// Fraction of API requests whose connection is dropped without a response. Default 0.
-    pub reset_rate: f64,
-    /// Seed of the fault and id PRNGs. Default 1.
-    pub seed: u64,
-    /// The account's `droplet_limit`. Default 25.
-    pub droplet_limit: u32,
-    /// Start an HTTP app per active droplet on `private_ip:backend_port`. Default false.
-    pub serve_apps: bool,
-    /// Port of the per-droplet apps. Default 8080.
-    pub backend_port: u16,
-    /// Extra delay after `active` before the app accepts connections. Default 0.
-    pub app_boot_delay: Duration,
-    /// The droplet the metadata service describes (the load balancer).
-    pub metadata: MetadataIdentity,
-}
-
-impl Default for SimOptions {
-    fn default() -> Self {
-        SimOptions {
-            token: "sim-token".to_string(),
-            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-            active_after: Duration::from_secs(3),
-            not_found_after_create: Duration::ZERO,
-            delete_linger: Duration::ZERO,
-            create_failure_rate: 0.0,
-            latency: Duration::ZERO,
-            rate_limit_per_minute: Some(250),
-            rate_limit_per_hour: 5000,
-            error_rate: 0.0,
-            reset_rate: 0.0,
-            seed: 1,
-            droplet_limit: 25,
-            serve_apps: false,
-            backend_port: 8080,
-            app_boot_delay: Duration::ZERO,
-            metadata: MetadataIdentity::default(),
-        }
-    }
-}
-
-/// What `/metadata/v1/...` reports: the droplet doproxy itself runs on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MetadataIdentity {
-    /// Droplet id, served at `/metadata/v1/id`.
-    pub id: u64,
-    /// Droplet name, served at `/metadata/v1/hostname`.
-    pub hostname: String,
-    /// Public IPv4 address (dotted quad) of the `public` interface.
-    pub public_ipv4: String,
-    /// Private IPv4 address (dotted quad) of the `private` interface.
-    pub private_ipv4: String,
-    /// User data, served verbatim at `/metadata/v1/user-data` (empty = none).
-    pub user_data: String,
-    /// Region slug, e.g. `nyc3`; also used for droplets from [`Sim::create_droplet_direct`].
-    pub region: String,
-    /// Droplet tags, served one per line at `/metadata/v1/tags`.
-    pub tags: Vec<String>,
-}
-
-impl Default for MetadataIdentity {
-    fn default() -> Self {
-        MetadataIdentity {
-            id: 1000,
-            hostname: "sim-lb".to_string(),
-            public_ipv4: "127.0.0.1".to_string(),
-            private_ipv4: "127.0.0.1".to_string(),
-            user_data: String::new(),
-            region: "nyc3".to_string(),
-            tags: Vec::new(),
-        }
-    }
-}
 
 /// One API (`/v2/...`) request as the simulator saw it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,67 +64,10 @@ pub struct SimDroplet {
     pub user_data: Option<String>,
     /// Creation time, in milliseconds since the simulator started.
     pub created_at_ms: u64,
-}
-
-/// Run-time changes to the fault knobs; `None` leaves a knob unchanged.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Faults {
-    /// New `latency`: delay added to every `/v2` request, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latency_ms: Option<u64>,
-    /// New `error_rate`: fraction (0..=1) of `/v2` requests answered 500/502/503.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_rate: Option<f64>,
-    /// New `reset_rate`: fraction (0..=1) of `/v2` requests reset without a response.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reset_rate: Option<f64>,
-    /// `Some(None)` (JSON `null`) turns the per-minute limit off; absent leaves it.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "present_nullable"
-    )]
-    pub rate_limit_per_minute: Option<Option<u32>>,
-    /// New `rate_limit_per_hour`: requests allowed per sliding hour (also `ratelimit-limit`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit_per_hour: Option<u32>,
-    /// New `create_failure_rate`: fraction (0..=1) of API creates whose action ends `errored`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub create_failure_rate: Option<f64>,
-    /// New `active_after`, in milliseconds; applies to droplets created after the change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub active_after_ms: Option<u64>,
-}
-
-/// Distinguishes "present and null" (`Some(None)`) from "absent" (`None`,
-/// via `#[serde(default)]`).
-fn present_nullable<'de, D>(d: D) -> Result<Option<Option<u32>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    Option::<u32>::deserialize(d).map(Some)
-}
-
-fn check_rate(name: &str, v: f64) -> anyhow::Result<()> {
-    if !(0.0..=1.0).contains(&v) {
-        anyhow::bail!("{name} must be between 0 and 1, got {v}");
-    }
-    Ok(())
-}
-
-impl Faults {
-    pub(crate) fn validate(&self) -> anyhow::Result<()> {
-        for (name, v) in [
-            ("error_rate", self.error_rate),
-            ("reset_rate", self.reset_rate),
-            ("create_failure_rate", self.create_failure_rate),
-        ] {
-            if let Some(v) = v {
-                check_rate(name, v)?;
-            }
-        }
-        Ok(())
-    }
+    /// The `locked` the API reports: the administrative lock ([`Sim::lock_direct`]),
+    /// or `new` under [`SimOptions::locked_while_new`].
+    #[serde(default)]
+    pub locked: bool,
 }
 
 /// True for addresses the simulator may bind: IPv4 127.0.0.0/8 only.
@@ -246,9 +94,7 @@ impl Sim {
                 opts.listen
             );
         }
-        check_rate("error_rate", opts.error_rate)?;
-        check_rate("reset_rate", opts.reset_rate)?;
-        check_rate("create_failure_rate", opts.create_failure_rate)?;
+        opts.validate()?;
 
         let std_listener = std::net::TcpListener::bind(opts.listen)?;
         std_listener.set_nonblocking(true)?;
@@ -264,24 +110,13 @@ impl Sim {
             tokio::net::TcpListener::from_std(std_listener)?
         };
 
-        let knobs = Knobs {
-            latency: opts.latency,
-            error_rate: opts.error_rate,
-            reset_rate: opts.reset_rate,
-            rate_limit_per_minute: opts.rate_limit_per_minute,
-            rate_limit_per_hour: opts.rate_limit_per_hour,
-            create_failure_rate: opts.create_failure_rate,
-            active_after: opts.active_after,
-        };
+        let knobs = Knobs::from_options(&opts);
         let statics = StaticOpts {
             token: opts.token,
-            not_found_after_create: opts.not_found_after_create,
-            delete_linger: opts.delete_linger,
             droplet_limit: opts.droplet_limit,
             serve_apps: opts.serve_apps,
             backend_port: opts.backend_port,
             app_boot_delay: opts.app_boot_delay,
-            metadata: opts.metadata,
             seed: opts.seed,
         };
         let inner = Arc::new(Inner::new(
@@ -336,7 +171,9 @@ impl Sim {
         self.inner.sim_droplets()
     }
 
-    /// Changes fault knobs at run time. Rates outside 0..=1 are clamped.
+    /// Changes knobs at run time; a field left `None` keeps its value. Rates outside 0..=1
+    /// are clamped; an invalid `tokens` or `metadata` (see `README.md`) is ignored with a
+    /// warning on stderr.
     pub fn set_faults(&self, f: Faults) {
         self.inner.set_faults(&f)
     }
@@ -353,6 +190,13 @@ impl Sim {
     /// becomes active; its app stops). False if it is unknown or deleted.
     pub fn power_off_direct(&self, id: u64) -> bool {
         self.inner.power_off_direct(id)
+    }
+
+    /// Sets or lifts the administrative lock of a droplet ("outside doproxy"): the API
+    /// reports `locked: true` while it is set, whatever the status. Nothing else
+    /// changes. False if the droplet is unknown or deleted.
+    pub fn lock_direct(&self, id: u64, locked: bool) -> bool {
+        self.inner.lock_direct(id, locked)
     }
 
     /// Deletes a droplet without the API. False if it is unknown or already

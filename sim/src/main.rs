@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use do_sim::sandbox::{self, DoproxyConfig, RetryOptions};
-use do_sim::{is_allowed_listen, Sim, SimOptions};
+use do_sim::{is_allowed_listen, Placement, ScopedToken, Sim, SimOptions};
 
 /// A local DigitalOcean API v2 + droplet metadata simulator, on loopback only.
 #[derive(Parser, Debug)]
@@ -82,9 +82,15 @@ struct SimArgs {
     /// A new droplet is 404 / unlisted this long, in ms
     #[arg(long, value_name = "N", default_value_t = ms(defaults().not_found_after_create))]
     not_found_after_create_ms: u64,
+    /// A new droplet is missing from lists this long (GET may answer), in ms
+    #[arg(long, value_name = "N", default_value_t = ms(defaults().list_lag_after_create))]
+    list_lag_after_create_ms: u64,
     /// A deleted droplet stays visible this long, in ms
     #[arg(long, value_name = "N", default_value_t = ms(defaults().delete_linger))]
     delete_linger_ms: u64,
+    /// Up to this much random extra per droplet on each non-zero window above, in ms
+    #[arg(long, value_name = "N", default_value_t = ms(defaults().lag_jitter))]
+    lag_jitter_ms: u64,
     /// Fraction (0..=1) of creates whose action ends errored
     #[arg(long, value_name = "F", value_parser = parse_rate, default_value_t = defaults().create_failure_rate)]
     create_failure_rate: f64,
@@ -97,12 +103,42 @@ struct SimArgs {
     /// Per-hour request limit
     #[arg(long, value_name = "N", default_value_t = defaults().rate_limit_per_hour)]
     rate_limit_per_hour: u32,
+    /// An hourly-limit 429 has no retry-after (only ratelimit-reset)
+    #[arg(long)]
+    omit_hourly_retry_after: bool,
     /// Fraction (0..=1) of API requests answered 500/502/503
     #[arg(long, value_name = "F", value_parser = parse_rate, default_value_t = defaults().error_rate)]
     error_rate: f64,
+    /// Where those 5xx happen: before (no effect), after (the request took effect) or
+    /// creates-after
+    #[arg(long, value_name = "P", default_value_t = defaults().error_placement)]
+    error_placement: Placement,
     /// Fraction (0..=1) of API requests whose connection is reset
     #[arg(long, value_name = "F", value_parser = parse_rate, default_value_t = defaults().reset_rate)]
     reset_rate: f64,
+    /// Where those resets happen: before, after or creates-after
+    #[arg(long, value_name = "P", default_value_t = defaults().reset_placement)]
+    reset_placement: Placement,
+    /// Fraction (0..=1) of API requests answered by a Cloudflare 52x page, no effect
+    #[arg(long, value_name = "F", value_parser = parse_rate, default_value_t = defaults().cloudflare_rate)]
+    cloudflare_rate: f64,
+    /// Fraction (0..=1) of API requests answered by a Cloudflare 520/524 page after the
+    /// request took effect
+    #[arg(long, value_name = "F", value_parser = parse_rate, default_value_t = defaults().cloudflare_after_rate)]
+    cloudflare_after_rate: f64,
+    /// Send null for empty arrays, objects and strings in droplet, action, list and
+    /// create bodies
+    #[arg(long)]
+    nulls_for_empty: bool,
+    /// An extra token limited to these scopes (repeatable)
+    #[arg(long, value_name = "TOKEN=SCOPE,SCOPE")]
+    scoped_token: Vec<ScopedToken>,
+    /// New droplet and action ids start above 2^32
+    #[arg(long)]
+    big_ids: bool,
+    /// Shuffle links.actions in multi-create answers
+    #[arg(long)]
+    shuffle_actions: bool,
     /// PRNG seed
     #[arg(long, value_name = "N", default_value_t = defaults().seed)]
     seed: u64,
@@ -118,6 +154,9 @@ struct SimArgs {
     /// Delay after active before an app accepts, in ms
     #[arg(long, value_name = "N", default_value_t = ms(defaults().app_boot_delay))]
     app_boot_delay_ms: u64,
+    /// Report `locked: true` while a droplet is `new` (the old reading of `locked`)
+    #[arg(long)]
+    locked_while_new: bool,
     /// Metadata droplet id
     #[arg(long, value_name = "N", default_value_t = defaults().metadata.id)]
     metadata_id: u64,
@@ -139,6 +178,16 @@ struct SimArgs {
     /// Metadata tags, comma-separated [default: none]
     #[arg(long, value_name = "A,B", value_parser = parse_tags)]
     metadata_tags: Option<Tags>,
+    /// Metadata anchor IPv4 (127.0.0.0/8), or `none` for no anchor interface
+    /// [default: 127.0.0.1]
+    #[arg(long, value_name = "IP|none", value_parser = parse_anchor)]
+    metadata_anchor_ipv4: Option<Anchor>,
+    /// Metadata reserved IPv4 (127.0.0.0/8) [default: none]
+    #[arg(long, value_name = "IP", value_parser = parse_loopback_v4)]
+    metadata_reserved_ipv4: Option<String>,
+    /// Metadata public IPv6 (only ::1) [default: none]
+    #[arg(long, value_name = "::1", value_parser = parse_ipv6)]
+    metadata_public_ipv6: Option<String>,
 }
 
 fn defaults() -> SimOptions {
@@ -195,6 +244,31 @@ fn parse_per_minute(v: &str) -> Result<PerMinute, String> {
         .map_err(|_| "expected a number or `off`".to_string())
 }
 
+/// `--metadata-anchor-ipv4`: an address, or `none` (`None`).
+#[derive(Clone, Debug)]
+struct Anchor(Option<String>);
+
+fn parse_loopback_v4(v: &str) -> Result<String, String> {
+    match v.parse::<std::net::Ipv4Addr>() {
+        Ok(a) if a.is_loopback() => Ok(v.to_string()),
+        _ => Err("expected an IPv4 address in 127.0.0.0/8".to_string()),
+    }
+}
+
+fn parse_anchor(v: &str) -> Result<Anchor, String> {
+    if v.eq_ignore_ascii_case("none") {
+        return Ok(Anchor(None));
+    }
+    parse_loopback_v4(v).map(|a| Anchor(Some(a)))
+}
+
+fn parse_ipv6(v: &str) -> Result<String, String> {
+    match v.parse::<std::net::Ipv6Addr>() {
+        Ok(a) if a.is_loopback() => Ok(v.to_string()),
+        _ => Err("only ::1 is allowed".to_string()),
+    }
+}
+
 fn parse_tags(v: &str) -> Result<Tags, String> {
     Ok(Tags(
         v.split(',')
@@ -212,18 +286,30 @@ impl SimArgs {
             listen: self.listen,
             active_after: Duration::from_millis(self.active_after_ms),
             not_found_after_create: Duration::from_millis(self.not_found_after_create_ms),
+            list_lag_after_create: Duration::from_millis(self.list_lag_after_create_ms),
             delete_linger: Duration::from_millis(self.delete_linger_ms),
+            lag_jitter: Duration::from_millis(self.lag_jitter_ms),
             create_failure_rate: self.create_failure_rate,
             latency: Duration::from_millis(self.latency_ms),
             rate_limit_per_minute: self.rate_limit_per_minute.0,
             rate_limit_per_hour: self.rate_limit_per_hour,
+            omit_hourly_retry_after: self.omit_hourly_retry_after,
             error_rate: self.error_rate,
+            error_placement: self.error_placement,
             reset_rate: self.reset_rate,
+            reset_placement: self.reset_placement,
+            cloudflare_rate: self.cloudflare_rate,
+            cloudflare_after_rate: self.cloudflare_after_rate,
+            nulls_for_empty: self.nulls_for_empty,
+            tokens: self.scoped_token,
+            big_ids: self.big_ids,
+            shuffle_actions: self.shuffle_actions,
             seed: self.seed,
             droplet_limit: self.droplet_limit,
             serve_apps: self.serve_apps,
             backend_port: self.backend_port,
             app_boot_delay: Duration::from_millis(self.app_boot_delay_ms),
+            locked_while_new: self.locked_while_new,
             metadata: do_sim::MetadataIdentity {
                 id: self.metadata_id,
                 hostname: self.metadata_hostname,
@@ -232,6 +318,11 @@ impl SimArgs {
                 user_data: self.metadata_user_data.unwrap_or(d.metadata.user_data),
                 region: self.metadata_region,
                 tags: self.metadata_tags.map_or(d.metadata.tags, |t| t.0),
+                anchor_ipv4: self
+                    .metadata_anchor_ipv4
+                    .map_or(d.metadata.anchor_ipv4, |a| a.0),
+                reserved_ipv4: self.metadata_reserved_ipv4,
+                public_ipv6: self.metadata_public_ipv6,
             },
         }
     }
@@ -376,7 +467,13 @@ mod tests {
              --delete-linger-ms 7 --create-failure-rate 0.5 --latency-ms 8 --rate-limit-per-minute off \
              --rate-limit-per-hour 9 --error-rate 0.1 --reset-rate=0.2 --seed 10 --droplet-limit 11 \
              --serve-apps --backend-port 12 --app-boot-delay-ms 13 --metadata-public-ipv4 127.0.0.9 \
-             --metadata-hostname lb --metadata-tags a,b",
+             --metadata-hostname lb --metadata-tags a,b --list-lag-after-create-ms 14 \
+             --lag-jitter-ms 15 --omit-hourly-retry-after --error-placement after \
+             --reset-placement before --cloudflare-rate 0.3 --cloudflare-after-rate=0.4 \
+             --nulls-for-empty --scoped-token ro=droplet:read,actions:read \
+             --scoped-token none= --big-ids --shuffle-actions --locked-while-new \
+             --metadata-anchor-ipv4 127.0.9.9 --metadata-reserved-ipv4 127.1.0.1 \
+             --metadata-public-ipv6 ::1",
         ))
         .unwrap()
         .unwrap();
@@ -399,6 +496,32 @@ mod tests {
         assert_eq!(o.metadata.public_ipv4, "127.0.0.9");
         assert_eq!(o.metadata.hostname, "lb");
         assert_eq!(o.metadata.tags, vec!["a", "b"]);
+        assert_eq!(o.list_lag_after_create, Duration::from_millis(14));
+        assert_eq!(o.lag_jitter, Duration::from_millis(15));
+        assert!(o.omit_hourly_retry_after && o.nulls_for_empty && o.big_ids);
+        assert!(o.shuffle_actions && o.locked_while_new);
+        assert_eq!(o.error_placement, Placement::After);
+        assert_eq!(o.reset_placement, Placement::Before);
+        assert_eq!((o.cloudflare_rate, o.cloudflare_after_rate), (0.3, 0.4));
+        assert_eq!(
+            o.tokens,
+            vec![
+                ScopedToken::new("ro", &["droplet:read", "actions:read"]),
+                ScopedToken::new("none", &[])
+            ]
+        );
+        assert_eq!(o.metadata.anchor_ipv4.as_deref(), Some("127.0.9.9"));
+        assert_eq!(o.metadata.reserved_ipv4.as_deref(), Some("127.1.0.1"));
+        assert_eq!(o.metadata.public_ipv6.as_deref(), Some("::1"));
+
+        // Every default is SimOptions::default()'s.
+        let d = parse_args(&[]).unwrap().unwrap();
+        let e = SimOptions::default();
+        assert_eq!(format!("{d:?}"), format!("{e:?}"));
+        let none = parse_args(&args("--metadata-anchor-ipv4 none"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(none.metadata.anchor_ipv4, None);
     }
 
     #[test]
@@ -444,6 +567,12 @@ mod tests {
         assert!(parse_args(&args("--listen 10.0.0.1:80")).is_err());
         assert!(parse_args(&args("--listen [::1]:80")).is_err());
         assert!(parse_args(&args("--error-rate 2")).is_err());
+        assert!(parse_args(&args("--cloudflare-rate 1.5")).is_err());
+        assert!(parse_args(&args("--error-placement sometimes")).is_err());
+        assert!(parse_args(&args("--scoped-token no-scopes")).is_err());
+        assert!(parse_args(&args("--metadata-anchor-ipv4 10.17.0.160")).is_err());
+        assert!(parse_args(&args("--metadata-reserved-ipv4 45.55.96.17")).is_err());
+        assert!(parse_args(&args("--metadata-public-ipv6 2604:a880::1")).is_err());
         assert!(parse_args(&args("--seed")).is_err());
         assert!(parse_args(&args("--bogus 1")).is_err());
         assert_eq!(

@@ -8,11 +8,15 @@ use serde_json::json;
 
 use crate::http::{self, Resp};
 use crate::state::Inner;
-use crate::util;
+use crate::{util, MetadataIdentity};
 
 const PRIVATE_NETMASK: &str = "255.255.0.0";
 const PRIVATE_GATEWAY: &str = "0.0.0.0";
 const PUBLIC_NETMASK: &str = "255.255.255.0";
+/// Anchor IPs live in a /16 (the metadata spec's example: 10.17.0.160, 255.255.0.0).
+const ANCHOR_NETMASK: &str = "255.255.0.0";
+/// The only IPv6 allowed is `::1`, a /128.
+const IPV6_CIDR: &str = "128";
 
 enum Node {
     Leaf(String),
@@ -46,8 +50,31 @@ fn lines(items: &[String]) -> String {
     items.iter().map(|t| format!("{t}\n")).collect()
 }
 
-fn lookup(inner: &Inner, rel: &str) -> Option<Node> {
-    let m = &inner.opts.metadata;
+/// `a.b.0.1` for a dotted quad (the gateway of a /16, as for anchor IPs), else empty.
+fn gateway16_of(ip: &str) -> String {
+    match ip.parse::<std::net::Ipv4Addr>() {
+        Ok(a) => {
+            let o = a.octets();
+            format!("{}.{}.0.1", o[0], o[1])
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// The public/0 attribute index: `mac`, `type`, `ipv4/`, then `anchor_ipv4/` and `ipv6/`
+/// when the droplet has them.
+fn public_index(m: &MetadataIdentity) -> Vec<&'static str> {
+    let mut v = vec!["mac", "type", "ipv4/"];
+    if m.anchor_ipv4.is_some() {
+        v.push("anchor_ipv4/");
+    }
+    if m.public_ipv6.is_some() {
+        v.push("ipv6/");
+    }
+    v
+}
+
+fn lookup(m: &MetadataIdentity, rel: &str) -> Option<Node> {
     let leaf = |s: String| Some(Node::Leaf(s));
     let iface = |kind: &str| -> Option<(String, String, String, String)> {
         match kind {
@@ -66,6 +93,7 @@ fn lookup(inner: &Inner, rel: &str) -> Option<Node> {
             _ => None,
         }
     };
+    let reserved = m.reserved_ipv4.clone().unwrap_or_default();
     let parts: Vec<&str> = rel.split('/').collect();
     match parts.as_slice() {
         [""] => Some(Node::Dir(vec![
@@ -91,6 +119,7 @@ fn lookup(inner: &Inner, rel: &str) -> Option<Node> {
         ["tags"] => leaf(lines(&m.tags)),
         ["interfaces"] => Some(Node::Dir(vec!["public/", "private/"])),
         ["interfaces", kind] => iface(kind).map(|_| Node::Dir(vec!["0/"])),
+        ["interfaces", "public", "0"] => Some(Node::Dir(public_index(m))),
         ["interfaces", kind, "0"] => iface(kind).map(|_| Node::Dir(vec!["mac", "type", "ipv4/"])),
         ["interfaces", kind, "0", "mac"] => iface(kind).map(|i| Node::Leaf(i.3)),
         ["interfaces", kind, "0", "type"] => iface(kind).map(|_| Node::Leaf(kind.to_string())),
@@ -106,21 +135,82 @@ fn lookup(inner: &Inner, rel: &str) -> Option<Node> {
                 _ => None,
             }
         }
+        ["interfaces", "public", "0", "anchor_ipv4"] => m
+            .anchor_ipv4
+            .as_ref()
+            .map(|_| Node::Dir(vec!["address", "netmask", "gateway"])),
+        ["interfaces", "public", "0", "anchor_ipv4", field] => {
+            let a = m.anchor_ipv4.as_ref()?;
+            match *field {
+                "address" => leaf(a.clone()),
+                "netmask" => leaf(ANCHOR_NETMASK.to_string()),
+                "gateway" => leaf(gateway16_of(a)),
+                _ => None,
+            }
+        }
+        ["interfaces", "public", "0", "ipv6"] => m
+            .public_ipv6
+            .as_ref()
+            .map(|_| Node::Dir(vec!["address", "cidr", "gateway"])),
+        ["interfaces", "public", "0", "ipv6", field] => {
+            let a = m.public_ipv6.as_ref()?;
+            match *field {
+                "address" => leaf(a.clone()),
+                "cidr" => leaf(IPV6_CIDR.to_string()),
+                "gateway" => leaf(a.clone()),
+                _ => None,
+            }
+        }
         ["dns"] => Some(Node::Dir(vec!["nameservers"])),
         ["dns", "nameservers"] => leaf(String::new()),
-        ["floating_ip"] | ["reserved_ip"] => Some(Node::Dir(vec!["ipv4/"])),
-        ["floating_ip", "ipv4"] | ["reserved_ip", "ipv4"] => Some(Node::Dir(vec!["active"])),
-        ["floating_ip", "ipv4", "active"] | ["reserved_ip", "ipv4", "active"] => {
-            leaf("false".to_string())
+        ["floating_ip"] => Some(Node::Dir(vec!["ipv4/"])),
+        ["reserved_ip"] => Some(Node::Dir(vec!["ipv4/", "ipv6/"])),
+        ["floating_ip", "ipv4"] | ["reserved_ip", "ipv4"] | ["reserved_ip", "ipv6"] => {
+            Some(Node::Dir(vec!["active", "ip_address"]))
         }
+        ["floating_ip", "ipv4", "active"] | ["reserved_ip", "ipv4", "active"] => {
+            leaf(m.reserved_ipv4.is_some().to_string())
+        }
+        ["floating_ip", "ipv4", "ip_address"] | ["reserved_ip", "ipv4", "ip_address"] => {
+            leaf(reserved)
+        }
+        ["reserved_ip", "ipv6", "active"] => leaf("false".to_string()),
+        ["reserved_ip", "ipv6", "ip_address"] => leaf(String::new()),
         ["features"] => Some(Node::Dir(vec!["dhcp_enabled"])),
         ["features", "dhcp_enabled"] => leaf("false".to_string()),
         _ => None,
     }
 }
 
-fn all_json(inner: &Inner) -> serde_json::Value {
-    let m = &inner.opts.metadata;
+/// `reserved_ip`/`floating_ip` in `v1.json`: `{"ipv4": {"active": false}}` without a
+/// reserved IP (the metadata spec's example), with `ip_address` when there is one.
+fn reserved_json(m: &MetadataIdentity) -> serde_json::Value {
+    match &m.reserved_ipv4 {
+        Some(ip) => json!({ "ipv4": { "active": true, "ip_address": ip } }),
+        None => json!({ "ipv4": { "active": false } }),
+    }
+}
+
+fn all_json(m: &MetadataIdentity) -> serde_json::Value {
+    let mut public = json!({
+        "ipv4": {
+            "ip_address": m.public_ipv4,
+            "netmask": PUBLIC_NETMASK,
+            "gateway": gateway_of(&m.public_ipv4),
+        },
+        "mac": mac(m.id, 1),
+        "type": "public",
+    });
+    if let Some(a) = &m.anchor_ipv4 {
+        public["anchor_ipv4"] = json!({
+            "ip_address": a,
+            "netmask": ANCHOR_NETMASK,
+            "gateway": gateway16_of(a),
+        });
+    }
+    if let Some(a) = &m.public_ipv6 {
+        public["ipv6"] = json!({ "ip_address": a, "cidr": 128, "gateway": a });
+    }
     json!({
         "droplet_id": m.id,
         "hostname": m.hostname,
@@ -130,15 +220,7 @@ fn all_json(inner: &Inner) -> serde_json::Value {
         "auth_key": "",
         "region": m.region,
         "interfaces": {
-            "public": [{
-                "ipv4": {
-                    "ip_address": m.public_ipv4,
-                    "netmask": PUBLIC_NETMASK,
-                    "gateway": gateway_of(&m.public_ipv4),
-                },
-                "mac": mac(m.id, 1),
-                "type": "public",
-            }],
+            "public": [public],
             "private": [{
                 "ipv4": {
                     "ip_address": m.private_ipv4,
@@ -149,8 +231,8 @@ fn all_json(inner: &Inner) -> serde_json::Value {
                 "type": "private",
             }],
         },
-        "floating_ip": { "ipv4": { "active": false } },
-        "reserved_ip": { "ipv4": { "active": false } },
+        "floating_ip": reserved_json(m),
+        "reserved_ip": reserved_json(m),
         "dns": { "nameservers": [] },
         "features": { "dhcp_enabled": false },
         "tags": m.tags,
@@ -170,8 +252,9 @@ fn redirect(to: &str) -> Resp {
 }
 
 pub(crate) fn handle(inner: &Inner, path: &str) -> Resp {
+    let m = inner.lock().knobs.metadata.clone();
     if path == "/metadata/v1.json" {
-        return http::json(StatusCode::OK, &all_json(inner));
+        return http::json(StatusCode::OK, &all_json(&m));
     }
     if path == "/metadata/v1" {
         return redirect("/metadata/v1/");
@@ -183,7 +266,7 @@ pub(crate) fn handle(inner: &Inner, path: &str) -> Resp {
         Some(r) => (r, true),
         None => (rel, false),
     };
-    match lookup(inner, rel) {
+    match lookup(&m, rel) {
         Some(Node::Dir(entries)) if slash || rel.is_empty() => http::text(
             StatusCode::OK,
             entries.iter().map(|e| format!("{e}\n")).collect::<String>(),

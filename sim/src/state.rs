@@ -10,12 +10,16 @@ use serde_json::Value;
 use tokio::runtime::Handle;
 
 use crate::util::{self, Prng};
-use crate::{Faults, MetadataIdentity, RequestRecord, SimDroplet};
+use crate::{
+    Faults, MetadataIdentity, Placement, RequestRecord, ScopedToken, SimDroplet, SimOptions,
+};
 
 /// First droplet id handed out (the spec's example id).
 const FIRST_DROPLET_ID: u64 = 3_164_444;
 /// First action id handed out.
 const FIRST_ACTION_ID: u64 = 982_864_273;
+/// With `big_ids`, ids start this much higher: above 2^32.
+const BIG_ID_BASE: u64 = 1 << 32;
 /// How many request records are kept; older ones are dropped.
 pub(crate) const MAX_LOG: usize = 100_000;
 /// Candidate droplet addresses: 127.{128|64}.T.F with T in 0..=255 and F in
@@ -44,29 +48,70 @@ pub(crate) fn public_gateway(k: u32) -> Ipv4Addr {
     Ipv4Addr::new(127, PUBLIC_SECOND_OCTET, (k / 254) as u8, 1)
 }
 
-/// Knobs that can change at run time.
+/// Knobs that can change at run time (their start values come from [`SimOptions`]).
 #[derive(Clone, Debug)]
 pub(crate) struct Knobs {
     pub latency: Duration,
     pub error_rate: f64,
+    pub error_placement: Placement,
     pub reset_rate: f64,
+    pub reset_placement: Placement,
+    pub cloudflare_rate: f64,
+    pub cloudflare_after_rate: f64,
     pub rate_limit_per_minute: Option<u32>,
     pub rate_limit_per_hour: u32,
+    pub omit_hourly_retry_after: bool,
     pub create_failure_rate: f64,
     pub active_after: Duration,
+    pub locked_while_new: bool,
+    pub not_found_after_create: Duration,
+    pub list_lag_after_create: Duration,
+    pub delete_linger: Duration,
+    pub lag_jitter: Duration,
+    pub nulls_for_empty: bool,
+    pub tokens: Vec<ScopedToken>,
+    pub big_ids: bool,
+    pub shuffle_actions: bool,
+    pub metadata: MetadataIdentity,
+}
+
+impl Knobs {
+    pub(crate) fn from_options(o: &SimOptions) -> Self {
+        Knobs {
+            latency: o.latency,
+            error_rate: o.error_rate,
+            error_placement: o.error_placement,
+            reset_rate: o.reset_rate,
+            reset_placement: o.reset_placement,
+            cloudflare_rate: o.cloudflare_rate,
+            cloudflare_after_rate: o.cloudflare_after_rate,
+            rate_limit_per_minute: o.rate_limit_per_minute,
+            rate_limit_per_hour: o.rate_limit_per_hour,
+            omit_hourly_retry_after: o.omit_hourly_retry_after,
+            create_failure_rate: o.create_failure_rate,
+            active_after: o.active_after,
+            locked_while_new: o.locked_while_new,
+            not_found_after_create: o.not_found_after_create,
+            list_lag_after_create: o.list_lag_after_create,
+            delete_linger: o.delete_linger,
+            lag_jitter: o.lag_jitter,
+            nulls_for_empty: o.nulls_for_empty,
+            tokens: o.tokens.clone(),
+            big_ids: o.big_ids,
+            shuffle_actions: o.shuffle_actions,
+            metadata: o.metadata.clone(),
+        }
+    }
 }
 
 /// Options fixed at start.
 #[derive(Clone, Debug)]
 pub(crate) struct StaticOpts {
     pub token: String,
-    pub not_found_after_create: Duration,
-    pub delete_linger: Duration,
     pub droplet_limit: u32,
     pub serve_apps: bool,
     pub backend_port: u16,
     pub app_boot_delay: Duration,
-    pub metadata: MetadataIdentity,
     pub seed: u64,
 }
 
@@ -142,10 +187,25 @@ pub(crate) struct Droplet {
     /// Index of the assigned address pair (see [`private_ip`]).
     pub ip: Option<u32>,
     pub deleted_at: Option<Instant>,
+    /// When a deleted droplet stops lingering (set by the delete).
+    pub gone_at: Option<Instant>,
+    /// When `GET /v2/droplets/{id}` starts answering (`not_found_after_create`).
+    pub get_visible_at: Instant,
+    /// When lists start showing it (`list_lag_after_create`, at least `get_visible_at`).
+    pub list_visible_at: Instant,
     pub app: Option<crate::apps::AppHandle>,
+    /// The administrative lock ([`crate::Sim::lock_direct`]).
+    pub admin_locked: bool,
+    /// `locked_while_new` when the droplet was created.
+    pub lock_while_new: bool,
 }
 
 impl Droplet {
+    /// The `locked` the API reports.
+    pub(crate) fn locked(&self) -> bool {
+        self.admin_locked || (self.lock_while_new && self.status == Status::New)
+    }
+
     pub(crate) fn private_ip(&self) -> Option<Ipv4Addr> {
         self.ip.map(private_ip)
     }
@@ -172,6 +232,10 @@ pub(crate) struct State {
     next_action_id: u64,
     pub fault_rng: Prng,
     pub id_rng: Prng,
+    /// Draws the per-droplet jitter of the visibility windows.
+    pub jitter_rng: Prng,
+    /// Shuffles multi-create action links.
+    pub shuffle_rng: Prng,
     ip_cursor: u32,
     /// Arrival times of the requests counted against the rate limits (last hour).
     pub window: VecDeque<Instant>,
@@ -190,8 +254,9 @@ pub(crate) struct Inner {
 
 pub(crate) enum RateVerdict {
     Allowed,
-    /// Seconds until a slot frees up.
-    Limited(u64),
+    /// The `retry-after` to send, in seconds until a slot frees up: `None` for an
+    /// hourly-limit 429 under `omit_hourly_retry_after`.
+    Limited(Option<u64>),
 }
 
 fn ceil_secs(d: Duration) -> u64 {
@@ -201,6 +266,16 @@ fn ceil_secs(d: Duration) -> u64 {
     } else {
         s
     }
+}
+
+/// A visibility window: zero stays zero; otherwise up to `lag_jitter` more, drawn from
+/// the jitter PRNG.
+fn jittered(st: &mut State, base: Duration) -> Duration {
+    let jitter = st.knobs.lag_jitter;
+    if base.is_zero() || jitter.is_zero() {
+        return base;
+    }
+    base + jitter.mul_f64(st.jitter_rng.next_f64())
 }
 
 fn clamp_rate(v: f64) -> f64 {
@@ -228,6 +303,8 @@ impl Inner {
             next_action_id: FIRST_ACTION_ID,
             fault_rng: Prng::new(seed),
             id_rng: Prng::new(util::mix64(seed ^ 0x6964_735f_7265_7173)),
+            jitter_rng: Prng::new(util::mix64(seed ^ 0x6a69_7474_6572)),
+            shuffle_rng: Prng::new(util::mix64(seed ^ 0x0073_6875_6666_6c65)),
             ip_cursor: (util::entropy() % u64::from(IP_CANDIDATES)) as u32,
             window: VecDeque::new(),
             log: VecDeque::new(),
@@ -296,11 +373,7 @@ impl Inner {
                 ));
             }
         }
-        let linger = self.opts.delete_linger;
-        st.droplets.retain(|_, d| {
-            d.deleted_at
-                .is_none_or(|t| now.saturating_duration_since(t) < linger)
-        });
+        st.droplets.retain(|_, d| d.gone_at.is_none_or(|t| now < t));
     }
 
     /// Picks the next address index. With `serve_apps` it binds the app
@@ -340,11 +413,21 @@ impl Inner {
         fails: bool,
         now: Instant,
     ) -> (u64, u64) {
+        if st.knobs.big_ids {
+            st.next_droplet_id = st.next_droplet_id.max(BIG_ID_BASE + FIRST_DROPLET_ID);
+            st.next_action_id = st.next_action_id.max(BIG_ID_BASE + FIRST_ACTION_ID);
+        }
         let id = st.next_droplet_id;
         st.next_droplet_id += 1;
         let action_id = st.next_action_id;
         st.next_action_id += 1;
         let active_after = st.knobs.active_after;
+        let (not_found, list_lag) = (
+            st.knobs.not_found_after_create,
+            st.knobs.list_lag_after_create,
+        );
+        let not_found = jittered(st, not_found);
+        let list_lag = jittered(st, list_lag);
         let vpc_uuid = spec.vpc_uuid.clone().unwrap_or_else(|| {
             let mut r = Prng::new(util::hash_str(&spec.region) ^ self.opts.seed);
             r.uuid()
@@ -375,7 +458,12 @@ impl Inner {
                 status: Status::New,
                 ip: None,
                 deleted_at: None,
+                gone_at: None,
+                get_visible_at: now + not_found,
+                list_visible_at: now + not_found.max(list_lag),
                 app: None,
+                admin_locked: false,
+                lock_while_new: st.knobs.locked_while_new,
             },
         );
         (id, action_id)
@@ -401,20 +489,29 @@ impl Inner {
         if d.deleted_at.is_some() {
             return false;
         }
-        d.deleted_at = Some(now);
         if let Some(app) = d.app.take() {
             app.stop();
         }
-        if self.opts.delete_linger.is_zero() {
+        let linger = st.knobs.delete_linger;
+        let linger = jittered(st, linger);
+        if linger.is_zero() {
             st.droplets.remove(&id);
+        } else if let Some(d) = st.droplets.get_mut(&id) {
+            d.deleted_at = Some(now);
+            d.gone_at = Some(now + linger);
         }
         true
     }
 
-    /// Whether the API shows this droplet at `now` (the create delay; deleted
-    /// droplets past their linger are already gone after `advance`).
-    pub(crate) fn api_visible(&self, d: &Droplet, now: Instant) -> bool {
-        now.saturating_duration_since(d.created) >= self.opts.not_found_after_create
+    /// Whether `GET /v2/droplets/{id}` shows this droplet at `now` (deleted droplets past
+    /// their linger are already gone after `advance`).
+    pub(crate) fn get_visible(d: &Droplet, now: Instant) -> bool {
+        now >= d.get_visible_at
+    }
+
+    /// Whether `GET /v2/droplets` lists this droplet at `now`.
+    pub(crate) fn list_visible(d: &Droplet, now: Instant) -> bool {
+        now >= d.list_visible_at
     }
 
     /// Live (not deleted) droplets, for the droplet limit.
@@ -443,6 +540,7 @@ impl Inner {
             .partition_point(|t| now.saturating_duration_since(*t) >= minute);
         let minute_count = st.window.len() - minute_start;
         let mut retry = 0u64;
+        let mut hourly = false;
         if let Some(rpm) = st.knobs.rate_limit_per_minute {
             if minute_count >= rpm as usize {
                 let wait = match st.window.get(minute_start) {
@@ -458,9 +556,13 @@ impl Inner {
                 None => 3600,
             };
             retry = retry.max(wait.max(1));
+            hourly = true;
         }
         if retry > 0 {
-            return RateVerdict::Limited(retry);
+            if hourly && st.knobs.omit_hourly_retry_after {
+                return RateVerdict::Limited(None);
+            }
+            return RateVerdict::Limited(Some(retry));
         }
         st.window.push_back(now);
         RateVerdict::Allowed
@@ -515,6 +617,7 @@ impl Inner {
             public_ipv4: d.public_ip().map(|ip| ip.to_string()),
             user_data: d.spec.user_data.clone(),
             created_at_ms: self.ms_since_start(d.created),
+            locked: d.locked(),
         }
     }
 
@@ -553,14 +656,71 @@ impl Inner {
         if let Some(v) = f.active_after_ms {
             k.active_after = Duration::from_millis(v);
         }
+        if let Some(v) = f.locked_while_new {
+            k.locked_while_new = v;
+        }
+        let ms = Duration::from_millis;
+        if let Some(v) = f.not_found_after_create_ms {
+            k.not_found_after_create = ms(v);
+        }
+        if let Some(v) = f.list_lag_after_create_ms {
+            k.list_lag_after_create = ms(v);
+        }
+        if let Some(v) = f.delete_linger_ms {
+            k.delete_linger = ms(v);
+        }
+        if let Some(v) = f.lag_jitter_ms {
+            k.lag_jitter = ms(v);
+        }
+        if let Some(v) = f.omit_hourly_retry_after {
+            k.omit_hourly_retry_after = v;
+        }
+        if let Some(v) = f.error_placement {
+            k.error_placement = v;
+        }
+        if let Some(v) = f.reset_placement {
+            k.reset_placement = v;
+        }
+        if let Some(v) = f.cloudflare_rate {
+            k.cloudflare_rate = clamp_rate(v);
+        }
+        if let Some(v) = f.cloudflare_after_rate {
+            k.cloudflare_after_rate = clamp_rate(v);
+        }
+        if let Some(v) = f.nulls_for_empty {
+            k.nulls_for_empty = v;
+        }
+        if let Some(v) = f.big_ids {
+            k.big_ids = v;
+        }
+        if let Some(v) = f.shuffle_actions {
+            k.shuffle_actions = v;
+        }
+        // The parts `POST /_sim/faults` would refuse with a 400.
+        let checked = Faults {
+            tokens: f.tokens.clone(),
+            metadata: f.metadata.clone(),
+            ..Faults::default()
+        };
+        match checked.validate() {
+            Ok(()) => {
+                if let Some(v) = checked.tokens {
+                    k.tokens = v;
+                }
+                if let Some(v) = checked.metadata {
+                    k.metadata = v;
+                }
+            }
+            Err(e) => eprintln!("do-sim: set_faults ignores tokens and metadata: {e}"),
+        }
     }
 
     pub(crate) fn create_direct(self: &Arc<Self>, name: &str, tags: Vec<String>) -> u64 {
         let _rt = self.handle.enter();
         let now = Instant::now();
-        let spec = CreateSpec::direct(name, tags, &self.opts.metadata.region);
         let (id, at) = {
             let mut st = self.lock();
+            let spec = CreateSpec::direct(name, tags, &st.knobs.metadata.region);
             self.advance(&mut st, now);
             let (id, _) = self.create(&mut st, spec, false, now);
             let at = st.droplets.get(&id).map(|d| d.active_at).unwrap_or(now);
@@ -599,27 +759,54 @@ impl Inner {
         }
     }
 
+    /// Sets or lifts the administrative lock. False if the droplet is unknown or deleted.
+    pub(crate) fn lock_direct(&self, id: u64, locked: bool) -> bool {
+        let _rt = self.handle.enter();
+        let mut st = self.lock();
+        self.advance(&mut st, Instant::now());
+        match st.droplets.get_mut(&id) {
+            Some(d) if d.deleted_at.is_none() => {
+                d.admin_locked = locked;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The current knobs and options as JSON (for `/_sim/state`).
     pub(crate) fn options_json(&self, st: &State) -> Value {
         let k = &st.knobs;
         let o = &self.opts;
+        let ms = |d: Duration| d.as_millis() as u64;
         serde_json::json!({
             "listen": self.addr.to_string(),
-            "active_after_ms": k.active_after.as_millis() as u64,
-            "not_found_after_create_ms": o.not_found_after_create.as_millis() as u64,
-            "delete_linger_ms": o.delete_linger.as_millis() as u64,
+            "active_after_ms": ms(k.active_after),
+            "not_found_after_create_ms": ms(k.not_found_after_create),
+            "list_lag_after_create_ms": ms(k.list_lag_after_create),
+            "delete_linger_ms": ms(k.delete_linger),
+            "lag_jitter_ms": ms(k.lag_jitter),
             "create_failure_rate": k.create_failure_rate,
-            "latency_ms": k.latency.as_millis() as u64,
+            "latency_ms": ms(k.latency),
             "rate_limit_per_minute": k.rate_limit_per_minute,
             "rate_limit_per_hour": k.rate_limit_per_hour,
+            "omit_hourly_retry_after": k.omit_hourly_retry_after,
             "error_rate": k.error_rate,
+            "error_placement": k.error_placement,
             "reset_rate": k.reset_rate,
+            "reset_placement": k.reset_placement,
+            "cloudflare_rate": k.cloudflare_rate,
+            "cloudflare_after_rate": k.cloudflare_after_rate,
+            "nulls_for_empty": k.nulls_for_empty,
+            "tokens": k.tokens,
+            "big_ids": k.big_ids,
+            "shuffle_actions": k.shuffle_actions,
+            "locked_while_new": k.locked_while_new,
             "seed": o.seed,
             "droplet_limit": o.droplet_limit,
             "serve_apps": o.serve_apps,
             "backend_port": o.backend_port,
-            "app_boot_delay_ms": o.app_boot_delay.as_millis() as u64,
-            "metadata": o.metadata,
+            "app_boot_delay_ms": ms(o.app_boot_delay),
+            "metadata": k.metadata,
         })
     }
 }

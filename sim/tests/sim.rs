@@ -6,237 +6,17 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use do_sim::{Faults, MetadataIdentity, Sim, SimOptions};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-// ------------------------------------------------------------------ client
+mod common;
 
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-const TOKEN: &str = "sim-token";
-
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "status {} body is not JSON ({e}): {:?}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-    s.set_read_timeout(Some(IO_TIMEOUT))?;
-    s.set_write_timeout(Some(IO_TIMEOUT))?;
-    Ok(s)
-}
-
-fn write_request(
-    s: &mut TcpStream,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-    close: bool,
-) -> std::io::Result<()> {
-    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: sim\r\n");
-    if close {
-        req.push_str("Connection: close\r\n");
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some(b) = body {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    req.push_str("\r\n");
-    let mut bytes = req.into_bytes();
-    if let Some(b) = body {
-        bytes.extend_from_slice(b);
-    }
-    s.write_all(&bytes)
-}
-
-/// Reads one response (Content-Length framed, as hyper sends `Full` bodies).
-fn read_response<R: BufRead>(r: &mut R) -> std::io::Result<Resp> {
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "connection closed before a response",
-        ));
-    }
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h)?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':').unwrap_or((h, ""));
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-    }
-    let len = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    r.read_exact(&mut body)?;
-    Ok(Resp {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn raw(
-    addr: SocketAddr,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-) -> std::io::Result<Resp> {
-    let mut s = connect(addr)?;
-    write_request(&mut s, method, target, headers, body, true)?;
-    read_response(&mut BufReader::new(s))
-}
-
-fn call(sim: &Sim, method: &str, target: &str, body: Option<&Value>) -> Resp {
-    let auth = format!("Bearer {TOKEN}");
-    let body = body.map(|b| serde_json::to_vec(b).unwrap());
-    raw(
-        sim.addr(),
-        method,
-        target,
-        &[("Authorization", auth.as_str())],
-        body.as_deref(),
-    )
-    .unwrap_or_else(|e| panic!("{method} {target}: {e}"))
-}
-
-fn get(sim: &Sim, target: &str) -> Resp {
-    call(sim, "GET", target, None)
-}
-
-/// Target path+query of a full link URL of this simulator.
-fn target_of<'a>(sim: &Sim, link: &'a str) -> &'a str {
-    let base = sim.url();
-    assert!(link.starts_with(&base), "{link} does not start with {base}");
-    &link[base.len()..]
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn opts() -> SimOptions {
-    SimOptions {
-        active_after: Duration::from_millis(50),
-        ..SimOptions::default()
-    }
-}
-
-fn create_body(name: &str) -> Value {
-    json!({ "name": name, "size": "s-1vcpu-1gb", "image": "ubuntu-24-04-x64", "region": "nyc3", "tags": ["doproxy"] })
-}
-
-fn ipv4s(droplet: &Value) -> Vec<(String, String)> {
-    droplet["networks"]["v4"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["type"].as_str().unwrap().to_string(),
-                n["ip_address"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn assert_common_headers(r: &Resp, limit: u32) {
-    assert_eq!(
-        r.header("ratelimit-limit"),
-        Some(limit.to_string().as_str())
-    );
-    let remaining: u32 = r.header("ratelimit-remaining").unwrap().parse().unwrap();
-    assert!(remaining <= limit);
-    let reset: u64 = r.header("ratelimit-reset").unwrap().parse().unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    assert!(
-        reset + 5 >= now && reset <= now + 3601,
-        "reset {reset} now {now}"
-    );
-    let rid = r.header("x-request-id").unwrap();
-    let parts: Vec<usize> = rid.split('-').map(str::len).collect();
-    assert_eq!(parts, vec![8, 4, 4, 4, 12], "{rid}");
-    if !r.body.is_empty() {
-        assert_eq!(r.header("content-type"), Some("application/json"));
-    }
-}
-
-fn assert_error(r: &Resp, status: u16, id: &str) -> Value {
-    assert_eq!(r.status, status, "{}", r.text());
-    let v = r.json();
-    assert_eq!(v["id"], id, "{v}");
-    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
-    v
-}
-
-fn assert_422(r: &Resp) -> String {
-    let v = assert_error(r, 422, "unprocessable_entity");
-    assert_eq!(
-        v["request_id"].as_str(),
-        r.header("x-request-id"),
-        "422 body request_id must equal the header"
-    );
-    v["message"].as_str().unwrap().to_string()
-}
+use common::*;
 
 // ------------------------------------------------------------------ create
 
@@ -258,7 +38,7 @@ fn create_single_returns_new_droplet_and_action_link() {
     let d = &v["droplet"];
     assert_eq!(d["name"], "web-1");
     assert_eq!(d["status"], "new");
-    assert_eq!(d["locked"], true);
+    assert_eq!(d["locked"], false, "locked is the administrative lock only");
     assert_eq!(d["networks"], json!({"v4": [], "v6": []}));
     assert_eq!(d["tags"], json!(["doproxy"]));
     assert_eq!(d["size_slug"], "s-1vcpu-1gb");
@@ -440,7 +220,7 @@ fn lifecycle_new_then_active_with_loopback_addresses() {
     let id = r.json()["droplet"]["id"].as_u64().unwrap();
     let d = get(&sim, &format!("/v2/droplets/{id}")).json()["droplet"].clone();
     assert_eq!(d["status"], "new");
-    assert_eq!(d["locked"], true);
+    assert_eq!(d["locked"], false);
     assert!(ipv4s(&d).is_empty());
 
     let mut active = Value::Null;
@@ -1204,6 +984,7 @@ fn metadata_endpoints() {
             user_data: "#!/bin/sh\necho hi\n".into(),
             region: "ams3".into(),
             tags: vec!["lb".into(), "env:prod".into()],
+            ..MetadataIdentity::default()
         },
         ..opts()
     })
@@ -1291,49 +1072,6 @@ fn metadata_endpoints() {
 }
 
 // ------------------------------------------------------------------ apps
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_active(sim: &Sim, id: u64) -> Value {
-    let mut out = Value::Null;
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            let d = get(sim, &format!("/v2/droplets/{id}")).json()["droplet"].clone();
-            let ok = d["status"] == "active" && !ipv4s(&d).is_empty();
-            if ok {
-                out = d;
-            }
-            ok
-        }),
-        "droplet {id} never became active"
-    );
-    out
-}
-
-/// A simulator serving apps on a free port.
-fn app_sim() -> (Sim, u16) {
-    let port = free_port();
-    let sim = Sim::start(SimOptions {
-        serve_apps: true,
-        backend_port: port,
-        ..opts()
-    })
-    .unwrap();
-    (sim, port)
-}
-
-/// Creates a droplet through the API and returns its id.
-fn create_id(sim: &Sim, name: &str) -> u64 {
-    call(sim, "POST", "/v2/droplets", Some(&create_body(name))).json()["droplet"]["id"]
-        .as_u64()
-        .unwrap()
-}
 
 #[test]
 fn serve_apps_answers_identity_page_until_deleted() {
@@ -1549,6 +1287,9 @@ mod model {
         pub regions: Vec<String>,
         pub available: bool,
         pub description: String,
+        /// Optional in the spec's size model.
+        #[serde(default)]
+        pub disk_info: Option<Vec<Value>>,
     }
 
     #[derive(Deserialize, Debug)]

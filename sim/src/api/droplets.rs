@@ -8,8 +8,11 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde_json::{json, Value};
 
-use super::json::{droplet_json, page_links, region_json, resolve_region};
-use super::reply::{bad_request, no_content, not_found, unprocessable};
+use super::auth::{create_body_scopes, Access};
+use super::json::{
+    droplet_json, null_empties, nulls_links, page_links, region_json, resolve_region,
+};
+use super::reply::{bad_request, forbidden, no_content, not_found, unprocessable};
 use crate::http::{self, Resp};
 use crate::state::{CreateSpec, Droplet, ImageRef, Inner};
 use crate::util::{self, pct_encode};
@@ -21,8 +24,8 @@ const MAX_USER_DATA: usize = 64 * 1024;
 /// Largest accepted request body.
 const MAX_BODY: usize = 1024 * 1024;
 const MAX_NAMES: usize = 10;
-const DEFAULT_PER_PAGE: u64 = 20;
-const MAX_PER_PAGE: u64 = 200;
+pub(super) const DEFAULT_PER_PAGE: u64 = 20;
+pub(super) const MAX_PER_PAGE: u64 = 200;
 
 // -------------------------------------------------------------------- get / delete
 
@@ -30,10 +33,12 @@ pub(super) fn get_droplet(inner: &Inner, id: u64) -> Resp {
     let now = Instant::now();
     let mut st = inner.lock();
     inner.advance(&mut st, now);
+    let nulls = st.knobs.nulls_for_empty;
     match st.droplets.get(&id) {
-        Some(d) if inner.api_visible(d, now) => {
-            http::json(StatusCode::OK, &json!({ "droplet": droplet_json(d) }))
-        }
+        Some(d) if Inner::get_visible(d, now) => http::json(
+            StatusCode::OK,
+            &null_empties(json!({ "droplet": droplet_json(d, nulls) }), nulls),
+        ),
         _ => not_found(),
     }
 }
@@ -49,7 +54,7 @@ pub(super) fn delete_droplet(inner: &Inner, id: u64) -> Resp {
     }
 }
 
-fn first<'a>(query: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(super) fn first<'a>(query: &'a [(String, String)], key: &str) -> Option<&'a str> {
     query
         .iter()
         .find(|(k, _)| k == key)
@@ -78,7 +83,7 @@ pub(super) fn delete_by_tag(inner: &Inner, query: &[(String, String)], rid: &str
 
 // -------------------------------------------------------------------- list
 
-fn parse_positive(v: Option<&str>, default: u64) -> Option<u64> {
+pub(super) fn parse_positive(v: Option<&str>, default: u64) -> Option<u64> {
     match v {
         None | Some("") => Some(default),
         Some(s) => s.parse::<u64>().ok().filter(|n| *n >= 1),
@@ -108,10 +113,11 @@ pub(super) fn list_droplets(inner: &Inner, query: &[(String, String)], rid: &str
     let now = Instant::now();
     let mut st = inner.lock();
     inner.advance(&mut st, now);
+    let nulls = st.knobs.nulls_for_empty;
     let matching: Vec<&Droplet> = st
         .droplets
         .values()
-        .filter(|d| inner.api_visible(d, now))
+        .filter(|d| Inner::list_visible(d, now))
         .filter(|_| !gpus_only)
         .filter(|d| tag.is_none_or(|t| d.spec.tags.iter().any(|x| x == t)))
         .filter(|d| name.is_none_or(|n| d.spec.name.eq_ignore_ascii_case(n)))
@@ -122,7 +128,7 @@ pub(super) fn list_droplets(inner: &Inner, query: &[(String, String)], rid: &str
         .iter()
         .skip(usize::try_from(start).unwrap_or(usize::MAX))
         .take(per_page as usize)
-        .map(|d| droplet_json(d))
+        .map(|d| droplet_json(d, nulls))
         .collect();
 
     let mut extra = String::new();
@@ -131,11 +137,9 @@ pub(super) fn list_droplets(inner: &Inner, query: &[(String, String)], rid: &str
             extra.push_str(&format!("&{key}={}", pct_encode(v)));
         }
     }
-    let links = page_links(&inner.url, page, per_page, total, &extra);
-    http::json(
-        StatusCode::OK,
-        &json!({ "droplets": droplets, "links": links, "meta": { "total": total } }),
-    )
+    let links = page_links(&inner.url, "/v2/droplets", page, per_page, total, &extra);
+    let body = json!({ "droplets": droplets, "links": nulls_links(links, total, nulls), "meta": { "total": total } });
+    http::json(StatusCode::OK, &null_empties(body, nulls))
 }
 
 // -------------------------------------------------------------------- create
@@ -302,7 +306,12 @@ fn parse_create(v: &Value) -> Result<Vec<CreateSpec>, String> {
         .collect())
 }
 
-pub(super) async fn create_droplets(inner: &Arc<Inner>, req: Request<Incoming>, rid: &str) -> Resp {
+pub(super) async fn create_droplets(
+    inner: &Arc<Inner>,
+    req: Request<Incoming>,
+    rid: &str,
+    access: &Access,
+) -> Resp {
     let Some(body) = http::read_body(req, MAX_BODY).await else {
         return unprocessable("The request body is too large or could not be read.", rid);
     };
@@ -315,6 +324,12 @@ pub(super) async fn create_droplets(inner: &Arc<Inner>, req: Request<Incoming>, 
         Ok(s) => s,
         Err(msg) => return unprocessable(&msg, rid),
     };
+    // Every spec has the same fields but the name.
+    if let Some(spec) = specs.first() {
+        if access.lacks(&create_body_scopes(spec)).is_some() {
+            return forbidden();
+        }
+    }
 
     let now = Instant::now();
     let (body, timer_at) = {
@@ -330,15 +345,19 @@ pub(super) async fn create_droplets(inner: &Arc<Inner>, req: Request<Incoming>, 
             let fails = st.fault_rng.chance(rate);
             created.push(inner.create(&mut st, spec, fails, now));
         }
+        let nulls = st.knobs.nulls_for_empty;
         let droplets: Vec<Value> = created
             .iter()
             .filter_map(|(id, _)| st.droplets.get(id))
-            .map(droplet_json)
+            .map(|d| droplet_json(d, nulls))
             .collect();
-        let actions: Vec<Value> = created
+        let mut actions: Vec<Value> = created
             .iter()
             .map(|(_, a)| json!({ "id": a, "rel": "create", "href": format!("{}/v2/actions/{a}", inner.url) }))
             .collect();
+        if !single && st.knobs.shuffle_actions {
+            shuffle(&mut actions, &mut st.shuffle_rng);
+        }
         let timer_at = now + st.knobs.active_after;
         // With a zero delay the droplet is active from now on (the create
         // response above still shows it as it was created: `new`).
@@ -348,10 +367,28 @@ pub(super) async fn create_droplets(inner: &Arc<Inner>, req: Request<Incoming>, 
         } else {
             json!({ "droplets": droplets, "links": { "actions": actions } })
         };
+        let body = null_empties(body, nulls);
         (body, timer_at)
     };
     inner.arm_timer(timer_at);
     http::json(StatusCode::ACCEPTED, &body)
+}
+
+/// Shuffles `v` (Fisher-Yates) into an order other than the original one (when it has
+/// two or more entries), so that the i-th action need not belong to the i-th droplet.
+fn shuffle(v: &mut [Value], rng: &mut util::Prng) {
+    let n = v.len();
+    if n < 2 {
+        return;
+    }
+    let before = v.to_vec();
+    for i in (1..n).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    if v == before.as_slice() {
+        v.rotate_left(1);
+    }
 }
 
 // -------------------------------------------------------------------- actions / account
@@ -376,6 +413,7 @@ pub(super) fn get_action(inner: &Inner, id: u64) -> Resp {
     } else {
         Value::Null
     };
+    let nulls = st.knobs.nulls_for_empty;
     let body = json!({ "action": {
         "id": a.id,
         "status": status,
@@ -387,7 +425,7 @@ pub(super) fn get_action(inner: &Inner, id: u64) -> Resp {
         "region": region_json(&a.region),
         "region_slug": a.region,
     }});
-    http::json(StatusCode::OK, &body)
+    http::json(StatusCode::OK, &null_empties(body, nulls))
 }
 
 pub(super) fn account(inner: &Inner) -> Resp {
@@ -424,6 +462,25 @@ mod tests {
             assert!(!valid_name(bad), "{bad}");
         }
         assert!(valid_name(&"a".repeat(255)));
+    }
+
+    #[test]
+    fn shuffles_never_keep_the_order() {
+        let mut rng = util::Prng::new(3);
+        for n in 2..12 {
+            for _ in 0..50 {
+                let orig: Vec<Value> = (0..n).map(|i| json!(i)).collect();
+                let mut v = orig.clone();
+                shuffle(&mut v, &mut rng);
+                assert_ne!(v, orig);
+                let mut sorted = v.clone();
+                sorted.sort_by_key(|x| x.as_u64());
+                assert_eq!(sorted, orig, "a permutation");
+            }
+        }
+        let mut one = vec![json!(1)];
+        shuffle(&mut one, &mut rng);
+        assert_eq!(one, vec![json!(1)]);
     }
 
     #[test]

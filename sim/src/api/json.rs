@@ -78,7 +78,14 @@ fn all_region_slugs() -> Vec<&'static str> {
     REGIONS.iter().map(|(s, _)| *s).collect()
 }
 
-fn size_json(slug: &str) -> Value {
+/// The hourly price: the monthly one over 672 hours (28 days), rounded to 5 decimals as
+/// the real API shows it (`s-1vcpu-1gb`: 6.0 a month, 0.00893 an hour).
+pub(super) fn price_hourly(price_monthly: f64) -> f64 {
+    (price_monthly / 672.0 * 100_000.0).round() / 100_000.0
+}
+
+/// A size object (spec `resources/sizes/models/size.yml`).
+pub(super) fn size_json(slug: &str) -> Value {
     let (memory, vcpus, disk, transfer, price) = size_info(slug);
     json!({
         "slug": slug,
@@ -87,11 +94,17 @@ fn size_json(slug: &str) -> Value {
         "disk": disk,
         "transfer": transfer,
         "price_monthly": price,
-        "price_hourly": price / 672.0,
+        "price_hourly": price_hourly(price),
         "regions": all_region_slugs(),
         "available": true,
         "description": "Basic",
+        "disk_info": [{ "type": "local", "size": { "amount": disk, "unit": "gib" } }],
     })
+}
+
+/// The slugs `GET /v2/sizes` lists, cheapest first.
+pub(super) fn size_slugs() -> Vec<&'static str> {
+    SIZES.iter().map(|s| s.0).collect()
 }
 
 fn image_json(image: &ImageRef) -> Value {
@@ -193,8 +206,10 @@ fn next_backup_window(d: &Droplet) -> Value {
     })
 }
 
-/// A droplet in the API's shape (spec `models/droplet.yml`).
-pub(super) fn droplet_json(d: &Droplet) -> Value {
+/// A droplet in the API's shape (spec `models/droplet.yml`). With `nulls`
+/// (`nulls_for_empty`), a droplet without addresses has `networks: null` and no
+/// `vpc_uuid` yet (`null`); [`null_empties`] does the rest.
+pub(super) fn droplet_json(d: &Droplet, nulls: bool) -> Value {
     let (memory, vcpus, disk, _, _) = size_info(&d.spec.size);
     let v4: Vec<Value> = match (d.status, d.ip) {
         (Status::Active | Status::Off, Some(k)) => vec![
@@ -220,7 +235,7 @@ pub(super) fn droplet_json(d: &Droplet) -> Value {
         "vcpus": vcpus,
         "disk": disk,
         "disk_info": [{ "type": "local", "size": { "amount": disk, "unit": "gib" } }],
-        "locked": d.status == Status::New,
+        "locked": d.locked(),
         "status": d.status.as_str(),
         "kernel": null,
         "created_at": util::rfc3339(d.created_epoch_secs),
@@ -232,20 +247,60 @@ pub(super) fn droplet_json(d: &Droplet) -> Value {
         "volume_ids": d.spec.volumes,
         "size": size_json(&d.spec.size),
         "size_slug": d.spec.size,
-        "networks": { "v4": v4, "v6": [] },
+        "networks": if nulls && v4.is_empty() { Value::Null } else { json!({ "v4": v4, "v6": [] }) },
         "region": region_json(&d.spec.region),
         "tags": d.spec.tags,
-        "vpc_uuid": d.vpc_uuid,
+        "vpc_uuid": if nulls && d.ip.is_none() { Value::Null } else { json!(d.vpc_uuid) },
     })
 }
 
-/// `{}` when everything fits one page, else `{"pages": {...}}` with full URLs.
-pub(super) fn page_links(base: &str, page: u64, per_page: u64, total: u64, extra: &str) -> Value {
+/// With `nulls`, every empty array, empty object and empty string in `v`, at any depth,
+/// becomes `null` (as a Go backend marshalling nil slices, maps and pointers would send
+/// them); without it, `v` unchanged.
+pub(super) fn null_empties(v: Value, nulls: bool) -> Value {
+    if !nulls {
+        return v;
+    }
+    match v {
+        Value::Array(a) if a.is_empty() => Value::Null,
+        Value::Array(a) => Value::Array(a.into_iter().map(|x| null_empties(x, true)).collect()),
+        Value::Object(o) if o.is_empty() => Value::Null,
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, x)| (k, null_empties(x, true)))
+                .collect(),
+        ),
+        Value::String(s) if s.is_empty() => Value::Null,
+        other => other,
+    }
+}
+
+/// A list's `links` under `nulls`: `{"pages": {}}` (the spec example's shape, which
+/// [`null_empties`] turns into `{"pages": null}`) when a non-empty result fits one page,
+/// `{}` (so `null`) for an empty result; unchanged otherwise.
+pub(super) fn nulls_links(links: Value, total: u64, nulls: bool) -> Value {
+    if nulls && total > 0 && links == json!({}) {
+        json!({ "pages": {} })
+    } else {
+        links
+    }
+}
+
+/// `{}` when everything fits one page, else `{"pages": {...}}` with full URLs of
+/// `{base}{path}`.
+pub(super) fn page_links(
+    base: &str,
+    path: &str,
+    page: u64,
+    per_page: u64,
+    total: u64,
+    extra: &str,
+) -> Value {
     if total <= per_page {
         return json!({});
     }
     let last = total.div_ceil(per_page);
-    let url = |n: u64| format!("{base}/v2/droplets?page={n}&per_page={per_page}{extra}");
+    let url = |n: u64| format!("{base}{path}?page={n}&per_page={per_page}{extra}");
     let mut pages = Map::new();
     if page > 1 {
         pages.insert("first".into(), json!(url(1)));
@@ -265,15 +320,16 @@ mod tests {
     #[test]
     fn links_shapes() {
         let b = "http://x";
-        assert_eq!(page_links(b, 1, 20, 20, ""), json!({}));
-        let l = page_links(b, 1, 200, 450, "&tag_name=a%3Ab");
+        let d = "/v2/droplets";
+        assert_eq!(page_links(b, d, 1, 20, 20, ""), json!({}));
+        let l = page_links(b, d, 1, 200, 450, "&tag_name=a%3Ab");
         assert_eq!(
             l,
             json!({"pages": {
                 "next": "http://x/v2/droplets?page=2&per_page=200&tag_name=a%3Ab",
                 "last": "http://x/v2/droplets?page=3&per_page=200&tag_name=a%3Ab"}})
         );
-        let l = page_links(b, 9, 200, 450, "");
+        let l = page_links(b, d, 9, 200, 450, "");
         assert_eq!(
             l,
             json!({"pages": {
@@ -291,5 +347,20 @@ mod tests {
         assert_eq!(size_info("c-4vcpu-8gb").0, 8192);
         assert_eq!(image_name("24-04-x64"), "24.04 x64");
         assert_eq!(image_name("12-x64"), "12 x64");
+        assert_eq!(price_hourly(6.0), 0.00893);
+        assert_eq!(
+            null_empties(
+                json!({"a": [], "b": {}, "c": "", "d": {"e": [1, []], "f": 0, "g": false}}),
+                true
+            ),
+            json!({"a": null, "b": null, "c": null, "d": {"e": [1, null], "f": 0, "g": false}})
+        );
+        let same = json!({"a": [], "b": {}, "c": ""});
+        assert_eq!(null_empties(same.clone(), false), same);
+        assert_eq!(nulls_links(json!({}), 3, true), json!({"pages": {}}));
+        assert_eq!(nulls_links(json!({}), 0, true), json!({}));
+        assert_eq!(nulls_links(json!({}), 3, false), json!({}));
+        assert_eq!(price_hourly(4.0), 0.00595);
+        assert_eq!(size_json("s-2vcpu-4gb")["price_hourly"], 0.03571);
     }
 }
