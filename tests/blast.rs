@@ -113,7 +113,7 @@ fn an_api_incident_removes_nothing() {
 fn a_droplet_deleted_out_of_band_goes_only_once_confirmed() {
     let Some(env) = serving(2) else { return };
     let gone = env.inventory()[0];
-    assert!(env.sim.delete_droplet_direct(gone));
+    assert!(env.delete_direct(gone));
     env.run(&["reload"]).ok();
     assert_eq!(env.running_servers().len(), 2, "removed before confirmed");
     // not_found_grace is 2 s in the test config.
@@ -353,7 +353,7 @@ fn reload_readies_a_server_left_drained() {
 fn an_untagged_droplet_is_not_destroyed_by_a_line_number() {
     let env = TestEnv::new();
     env.run(&["create"]).ok();
-    let stranger = env.sim.create_droplet_direct("someone-elses", &["web"]);
+    let stranger = env.create_direct("someone-elses", &["web"]);
     std::thread::sleep(Duration::from_millis(300));
     let mine = env.inventory()[0];
     env.write("inventory", &format!("{mine}\n{stranger}\n"));

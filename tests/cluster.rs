@@ -159,7 +159,7 @@ fn etcd_inventory_commands_import_and_export() {
         "{out}"
     );
     // Import a Ruby-era inventory file: appended in order, idempotent.
-    let old = env.sim.create_droplet_direct("ruby-0", &[]);
+    let old = env.create_direct("ruby-0", &[]);
     env.write("old-inventory", &format!("{}\n{old}\n", ids[1]));
     env.run(&["inventory", "import", "old-inventory"]).ok();
     env.run(&["inventory", "import", "old-inventory"]).ok();

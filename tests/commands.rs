@@ -82,7 +82,7 @@ fn stale_inventory_entry_is_reported_never_dropped() {
     let r = env.run(&["create", "--count", "2"]).ok();
     let ids = success_ids(&r.stdout);
     let gone = env.inventory()[0];
-    assert!(env.sim.delete_droplet_direct(gone));
+    assert!(env.delete_direct(gone));
     let r = env.run(&["print"]).ok();
     assert!(
         r.stdout.starts_with(&format!(
@@ -123,10 +123,8 @@ fn stale_inventory_entry_is_reported_never_dropped() {
 #[test]
 fn print_reports_tagged_droplets_missing_from_the_inventory() {
     let env = TestEnv::new();
-    let orphan = env
-        .sim
-        .create_droplet_direct("auto-nginx-orphan", &["doproxy"]);
-    let other = env.sim.create_droplet_direct("unrelated", &["web"]);
+    let orphan = env.create_direct("auto-nginx-orphan", &["doproxy"]);
+    let other = env.create_direct("unrelated", &["web"]);
     let r = env.run(&["print"]).ok();
     assert_eq!(
         r.stdout,
@@ -157,7 +155,7 @@ fn reload_only_when_the_config_changed() {
 #[test]
 fn generate_renders_without_installing() {
     let env = TestEnv::new();
-    env.sim.create_droplet_direct("x", &["doproxy"]);
+    env.create_direct("x", &["doproxy"]);
     env.run(&["generate"]).ok();
     assert!(env.read("haproxy.cfg").contains("backend www-backend"));
     assert!(!env.path("etc/haproxy.cfg").exists());
@@ -168,8 +166,8 @@ fn generate_renders_without_installing() {
 #[test]
 fn original_config_and_inventory_load_unchanged() {
     let env = TestEnv::new();
-    let a = env.sim.create_droplet_direct("auto-nginx-0", &[]);
-    let b = env.sim.create_droplet_direct("auto-nginx-1", &[]);
+    let a = env.create_direct("auto-nginx-0", &[]);
+    let b = env.create_direct("auto-nginx-1", &[]);
     std::thread::sleep(std::time::Duration::from_millis(300));
     // Shaped exactly like the Ruby DOProxy's doproxy.yml.sample and inventory file.
     env.write(
@@ -261,8 +259,8 @@ fn warns_when_the_token_file_is_readable_by_others() {
 #[test]
 fn inventory_with_crlf_and_blank_lines_is_read_sensibly() {
     let env = TestEnv::new();
-    let a = env.sim.create_droplet_direct("auto-nginx-a", &["doproxy"]);
-    let b = env.sim.create_droplet_direct("auto-nginx-b", &["doproxy"]);
+    let a = env.create_direct("auto-nginx-a", &["doproxy"]);
+    let b = env.create_direct("auto-nginx-b", &["doproxy"]);
     env.write("inventory", &format!("{a}\r\n\r\n{b}\r\n"));
     let r = env.run(&["print"]).ok();
     let lines: Vec<_> = r
@@ -283,14 +281,11 @@ fn inventory_with_crlf_and_blank_lines_is_read_sensibly() {
 fn print_with_200_droplets_lists_instead_of_one_get_per_line() {
     let env = TestEnv::new();
     let mut ids: Vec<u64> = (0..200)
-        .map(|i| {
-            env.sim
-                .create_droplet_direct(&format!("auto-nginx-{i}"), &["doproxy"])
-        })
+        .map(|i| env.create_direct(&format!("auto-nginx-{i}"), &["doproxy"]))
         .collect();
     // Five droplets the Ruby DOProxy made carry no tag: they are looked up one by one.
     let untagged: Vec<u64> = (0..5)
-        .map(|i| env.sim.create_droplet_direct(&format!("ruby-{i}"), &[]))
+        .map(|i| env.create_direct(&format!("ruby-{i}"), &[]))
         .collect();
     ids.extend(&untagged);
     env.write(
@@ -366,7 +361,7 @@ fn watch_with_the_file_backend_follows_the_inventory_and_stops_on_sigterm() {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let id = env.sim.create_droplet_direct("auto-nginx-w", &["doproxy"]);
+    let id = env.create_direct("auto-nginx-w", &["doproxy"]);
     env.write("inventory", &format!("{id}\n"));
     let started = std::time::Instant::now();
     while !env.installed().contains(&format!("server www-{id} ")) {

@@ -7,8 +7,7 @@ use serde_json::json;
 /// Runs `args` after `setup`, and checks exit code, message, and that nothing changed.
 fn case(name: &str, args: &[&str], code: i32, needle: &str, setup: impl FnOnce(&TestEnv)) {
     let env = TestEnv::new();
-    env.sim
-        .create_droplet_direct("auto-nginx-keep", &["doproxy"]);
+    env.create_direct("auto-nginx-keep", &["doproxy"]);
     let keep = env.sim.droplets()[0].id;
     env.write("inventory", &format!("{keep}\n"));
     env.write("etc/haproxy.cfg", "# live config\n");
@@ -247,7 +246,7 @@ fn droplet_limit_422_creates_nothing() {
         },
         false,
     );
-    env.sim.create_droplet_direct("existing", &["doproxy"]);
+    env.create_direct("existing", &["doproxy"]);
     let r = env.run(&["create", "--count", "2"]).code(1);
     assert!(
         r.stderr.contains("HTTP 422 unprocessable_entity") && r.stderr.contains("droplet limit"),

@@ -29,12 +29,16 @@ fn assert_accounted(env: &TestEnv, what: &str) {
     // Read after `print`: it adopts the droplets of interrupted creates (journaled names).
     let inv = Inventory::parse("inventory", &env.read("inventory"))
         .unwrap_or_else(|e| panic!("[{what}] {e}"));
+    // A droplet whose create answer was lost (a kill between the POST and its answer) and
+    // that the lagging listing does not show yet is journaled: the next run adopts it.
+    let journal = env.read("inventory.journal");
     for d in env.sim.droplets() {
         let reported = r
             .stderr
             .contains(&format!("droplet {} ({}) carries the tag", d.id, d.name));
+        let journaled = journal.contains(&format!("\"{}\"", d.name));
         assert!(
-            inv.ids.contains(&d.id) || reported,
+            inv.ids.contains(&d.id) || reported || journaled,
             "[{what}] droplet {} is lost: {r:?}",
             d.id
         );
@@ -352,9 +356,7 @@ fn haproxy_keeps_serving_through_bad_templates_and_failed_reloads() {
     );
 
     // A reload command that fails: the previous config is put back.
-    let extra = env
-        .sim
-        .create_droplet_direct("auto-nginx-extra", &["doproxy"]);
+    let extra = env.create_direct("auto-nginx-extra", &["doproxy"]);
     env.write("inventory", &format!("{}{extra}\n", env.read("inventory")));
     std::thread::sleep(Duration::from_millis(200));
     refused(
@@ -387,9 +389,7 @@ fn haproxy_keeps_serving_through_bad_templates_and_failed_reloads() {
 #[test]
 fn api_values_cannot_inject_config_lines() {
     let env = TestEnv::new();
-    let id = env
-        .sim
-        .create_droplet_direct("evil\n    server x 203.0.113.9:80", &["doproxy"]);
+    let id = env.create_direct("evil\n    server x 203.0.113.9:80", &["doproxy"]);
     env.write("inventory", &format!("{id}\n"));
     std::thread::sleep(Duration::from_millis(200));
     env.run(&["generate"]).ok();
@@ -456,9 +456,7 @@ fn a_run_killed_between_install_and_reload_converges() {
     }
     let env = TestEnv::with_haproxy();
     env.run(&["create"]).ok();
-    let extra = env
-        .sim
-        .create_droplet_direct("auto-nginx-extra", &["doproxy"]);
+    let extra = env.create_direct("auto-nginx-extra", &["doproxy"]);
     env.write("inventory", &format!("{}{extra}\n", env.read("inventory")));
     std::thread::sleep(Duration::from_millis(200));
     // What a run killed right after installing leaves: the new file, the old HAProxy.

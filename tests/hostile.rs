@@ -467,8 +467,8 @@ fn untrusted_user_data_and_templates_are_refused() {
 fn hostile_droplet_names_are_escaped_in_text_output() {
     let env = TestEnv::new();
     let raw = "evil\n7) forged  (pvt ip: 1.2.3.4, status: active, id: 9)\x1b[2J";
-    let id = env.sim.create_droplet_direct(raw, &["doproxy"]);
-    let orphan = env.sim.create_droplet_direct(
+    let id = env.create_direct(raw, &["doproxy"]);
+    let orphan = env.create_direct(
         "orphan\r\n8) forged\x1b]0;title\x07\u{9b}31m\u{202e}",
         &["doproxy"],
     );
@@ -609,9 +609,7 @@ fn two_deployments_share_one_account_without_seeing_each_other() {
 
     // Orphan detection still works within a deployment: a droplet with blue's tag that
     // blue's inventory lacks is blue's orphan, and nobody else's.
-    let stray = env
-        .sim
-        .create_droplet_direct("auto-nginx-stray", &["shop-blue"]);
+    let stray = env.create_direct("auto-nginx-stray", &["shop-blue"]);
     let (_, orphans, stderr) = print_of(&env, &blue);
     assert_eq!(orphans, vec![stray]);
     assert!(stderr.contains("carries the tag \"shop-blue\""), "{stderr}");
@@ -692,7 +690,7 @@ fn planted_symlinks_are_replaced_never_followed() {
     let victim = env.path("victim");
     fs::write(&victim, "precious\n").unwrap();
     chmod(&victim, 0o644);
-    let id = env.sim.create_droplet_direct("auto-nginx-a", &["doproxy"]);
+    let id = env.create_direct("auto-nginx-a", &["doproxy"]);
     env.write("inventory", &format!("{id}\n"));
     std::thread::sleep(Duration::from_millis(200));
     // An installed config to keep as last-good, so that every write path is exercised.

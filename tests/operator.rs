@@ -52,9 +52,7 @@ fn json_output_of_every_command() {
         assert_eq!(d["status"], "active");
         assert!(d["private_ip"].as_str().unwrap().starts_with("127."));
     }
-    let orphan = env
-        .sim
-        .create_droplet_direct("auto-nginx-orphan", &["doproxy"]);
+    let orphan = env.create_direct("auto-nginx-orphan", &["doproxy"]);
 
     let v = json(&env.run(&["-o", "json", "print"]).ok());
     let ds = v["droplets"].as_array().unwrap();
@@ -153,7 +151,7 @@ fn dry_runs_change_nothing() {
     // A droplet deleted outside doproxy, seen missing by a reload and confirmed gone after
     // not_found_grace (2 s in tests): a dry run must show its server going.
     let gone = env.inventory()[2];
-    env.sim.delete_droplet_direct(gone);
+    env.delete_direct(gone);
     env.run(&["reload"]).ok();
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let reloads = env.reloads();
@@ -309,7 +307,7 @@ fn config_discovery() {
 #[test]
 fn a_closed_stdout_is_not_an_error() {
     let env = TestEnv::new();
-    env.sim.create_droplet_direct("auto-nginx-p", &["doproxy"]);
+    env.create_direct("auto-nginx-p", &["doproxy"]);
     for args in [
         &["completions", "bash"][..],
         &["print"],

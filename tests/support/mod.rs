@@ -41,7 +41,10 @@ pub fn free_port() -> u16 {
     sandbox::free_port().unwrap()
 }
 
-/// Simulator options for fast tests: droplets active after 100 ms and serving their page.
+/// Simulator options for fast tests: droplets active after 100 ms and serving their page,
+/// and the real API's eventual consistency on: a new droplet is missing from listings for
+/// 150 ms (plus up to 100 ms of jitter), a deleted one lingers as long. A test that turns
+/// these off says why.
 pub fn fast_sim_options() -> SimOptions {
     SimOptions {
         token: TOKEN.to_string(),
@@ -50,6 +53,9 @@ pub fn fast_sim_options() -> SimOptions {
         backend_port: free_port(),
         droplet_limit: 100,
         rate_limit_per_minute: None,
+        list_lag_after_create: Duration::from_millis(150),
+        delete_linger: Duration::from_millis(150),
+        lag_jitter: Duration::from_millis(100),
         ..SimOptions::default()
     }
 }
@@ -210,6 +216,27 @@ impl TestEnv {
             "the token leaked into doproxy's output: {run:?}"
         );
         run
+    }
+
+    /// Creates a droplet "outside doproxy" (see `Sim::create_droplet_direct`) and waits out
+    /// the simulated list lag, so the test's next step sees it listed.
+    pub fn create_direct(&self, name: &str, tags: &[&str]) -> u64 {
+        let id = self.sim.create_droplet_direct(name, tags);
+        self.settle();
+        id
+    }
+
+    /// Deletes a droplet "outside doproxy" and waits out the simulated linger, so the
+    /// test's next step sees it gone.
+    pub fn delete_direct(&self, id: u64) -> bool {
+        let deleted = self.sim.delete_droplet_direct(id);
+        self.settle();
+        deleted
+    }
+
+    /// Waits out the default world's list lag and delete linger (150 ms + up to 100 ms).
+    pub fn settle(&self) {
+        std::thread::sleep(Duration::from_millis(300));
     }
 
     /// Every API request the simulator logged that could change something (not a GET).
