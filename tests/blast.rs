@@ -369,3 +369,60 @@ fn an_untagged_droplet_is_not_destroyed_by_a_line_number() {
         .ok();
     assert!(!env.sim.droplets().iter().any(|d| d.id == stranger));
 }
+
+#[test]
+fn a_lost_create_answer_with_a_lagging_list_makes_exactly_one_droplet() {
+    // The create's answer is lost after the droplet was made (a reset), and the droplet
+    // stays out of listings for 1.5 s: far longer than the old settle window (200 ms here).
+    let env = TestEnv::with_options(
+        do_sim::SimOptions {
+            reset_rate: 1.0,
+            reset_placement: do_sim::Placement::CreatesAfter,
+            list_lag_after_create: Duration::from_millis(1500),
+            ..crate::support::fast_sim_options()
+        },
+        false,
+    );
+    let mut child = env
+        .command(&["create"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Only the POST is reset: the lookups that follow get answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.sim.requests().iter().any(|q| q.method == "POST") {
+        assert!(Instant::now() < deadline, "no POST");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    env.sim.set_faults(do_sim::Faults {
+        reset_rate: Some(0.0),
+        ..Default::default()
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("create did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let droplets = env.sim.droplets();
+    assert_eq!(droplets.len(), 1, "{droplets:?}\n{stderr}");
+    assert_eq!(env.inventory(), vec![droplets[0].id]);
+    let posts: Vec<_> = env
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|q| q.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 1, "a create was sent again");
+    assert_eq!(posts[0].status, 0, "the POST was not reset");
+    assert!(stdout.contains(&format!("Success: {} created", droplets[0].id)));
+}

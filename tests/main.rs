@@ -15,6 +15,7 @@ mod errors;
 mod etcd;
 mod faults;
 mod golden;
+mod matrix;
 mod hostile;
 mod operator;
 mod walkthrough;
