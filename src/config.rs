@@ -444,6 +444,12 @@ impl Config {
             ))
         })?;
         let cfg = Self::parse(path, &text, env)?;
+        if cfg.droplet.region.is_none() {
+            crate::output::warn(&format!(
+                "{}: droplet_options.region is not set: the API may place backends in any region, where their private addresses are unreachable from this load balancer; set it to this droplet's region",
+                path.display()
+            ));
+        }
         // The other files doproxy takes orders from follow the config file's trust rule
         // (checked by the caller before the config was read): before any request leaves.
         if let Some(p) = &cfg.userdata_file {
@@ -681,7 +687,11 @@ fn validate_cfg_word(v: &str) -> Result<(), String> {
 }
 
 fn validate_bind(b: &str) -> Result<(), String> {
-    let err = || format!("{b:?} is not ip:port (e.g. 203.0.113.10:80 or [::1]:8080)");
+    if b == "anchor" {
+        // The droplet's anchor IP, for a load balancer behind a reserved IP.
+        return Ok(());
+    }
+    let err = || format!("{b:?} is not ip:port (e.g. 203.0.113.10:80 or [::1]:8080) or `anchor`");
     let (host, port) = b.rsplit_once(':').ok_or_else(err)?;
     let port: u16 = port.parse().map_err(|_| err())?;
     let host = host.trim_start_matches('[').trim_end_matches(']');

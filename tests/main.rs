@@ -15,7 +15,7 @@ mod errors;
 mod etcd;
 mod faults;
 mod golden;
-mod matrix;
 mod hostile;
+mod matrix;
 mod operator;
 mod walkthrough;

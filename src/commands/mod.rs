@@ -160,8 +160,13 @@ impl Ctx {
         let bind = self
             .bind
             .get_or_try_init(|| async {
-                match &self.cfg.haproxy.frontend_bind {
-                    Some(b) => Ok::<_, anyhow::Error>(b.clone()),
+                match self.cfg.haproxy.frontend_bind.as_deref() {
+                    // Behind a reserved IP, traffic arrives on the anchor IP.
+                    Some("anchor") => Ok::<_, anyhow::Error>(format!(
+                        "{}:80",
+                        crate::metadata::anchor_ipv4(&self.cfg.metadata_url).await?
+                    )),
+                    Some(b) => Ok(b.to_string()),
                     None => Ok(format!(
                         "{}:80",
                         crate::metadata::public_ipv4(&self.cfg.metadata_url).await?
