@@ -17,7 +17,7 @@ use std::time::Duration;
 pub enum AutoscaleCommand {
     /// Replay a trace against doproxy's policy and the baselines; score and plot them
     #[command(after_help = SIMULATE_HELP)]
-    Simulate(SimulateArgs),
+    Simulate(Box<SimulateArgs>),
     /// Record a live load balancer's request rate into a trace (from its stats socket)
     #[command(
         after_help = "The socket is the config's haproxy.stats_socket (default /run/haproxy/admin.sock) unless --socket is given. Each row holds the requests of one interval (the delta of the frontends' req_tot). Stops after --duration, or on Ctrl-C/SIGTERM.\n\nExamples:\n  doproxy autoscale record --out today.csv --interval 1s --duration 24h\n  doproxy autoscale simulate --trace today.csv"
@@ -176,7 +176,7 @@ pub async fn run(config: Option<PathBuf>, cmd: AutoscaleCommand) -> Result<()> {
     match cmd {
         AutoscaleCommand::Simulate(a) => {
             let (sec, path) = section(config)?;
-            simulate_cmd(sec.settings, path.as_deref(), a)
+            simulate_cmd(sec.settings, path.as_deref(), *a)
         }
         AutoscaleCommand::Record(a) => {
             let socket = match a.socket {

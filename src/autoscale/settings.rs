@@ -12,8 +12,8 @@ use std::time::Duration;
 pub struct Targets {
     /// In-flight requests per serving server (`sessions_per_server`): desired =
     /// ceil((max(Σ scur, request rate × response time) + qcur × response time / 30 s) /
-    /// target): the demand in flight, plus (while nothing boots) what drains HAProxy's queue
-    /// within 30 s. Set it
+    /// target): the demand in flight (by Little's law alone while requests queue), plus
+    /// (while nothing boots) what drains HAProxy's queue within 30 s. Set it
     /// to about 70 % of what one backend serves at once (its `maxconn` in HAProxy, its
     /// worker count).
     pub sessions_per_server: Option<f64>,
@@ -77,7 +77,7 @@ pub struct Settings {
     /// default 5 s).
     pub stale_after: Duration,
     /// At most this many decisions that create or delete droplets within `action_window`,
-    /// however the load moves (`max_actions`, default 30). Admitting a standby and parking a
+    /// however the load moves (`max_actions`, default 60). Admitting a standby and parking a
     /// server (HAProxy only) are not counted.
     pub max_actions: u32,
     /// The window `max_actions` counts over (`action_window`, default 1 h).
@@ -108,7 +108,7 @@ impl Default for Settings {
             stabilization_down: Duration::from_secs(300),
             tick: Duration::from_secs(1),
             stale_after: Duration::from_secs(5),
-            max_actions: 30,
+            max_actions: 60,
             action_window: Duration::from_secs(3600),
             max_hourly_cost: None,
             hourly_price: None,
@@ -237,7 +237,8 @@ mod tests {
 
     #[test]
     fn each_bad_value_names_its_key() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Settings)>)> = vec![
+        type Change = Box<dyn Fn(&mut Settings)>;
+        let cases: Vec<(&str, Change)> = vec![
             ("min", Box::new(|s| s.min = 0)),
             ("min", Box::new(|s| s.min = 11)),
             (

@@ -677,7 +677,7 @@ pub fn run(trace: &Trace, model: &Model, policy: &mut dyn Policy, min: u32, max:
         }
 
         // Minute boundary: p99 queue time, violation.
-        if (step_no / per_sec) % 60 == 0 || step_no == total_steps {
+        if (step_no / per_sec).is_multiple_of(60) || step_no == total_steps {
             let n: f64 = wait_hist.iter().sum();
             let mut p99_steps = 0usize;
             if n > 0.0 {

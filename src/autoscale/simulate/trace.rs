@@ -255,7 +255,7 @@ fn parse_azure(text: &str) -> Result<Vec<Segment>> {
 /// World Cup 98 binary log: 20-byte records, the first 4 bytes a big-endian Unix time.
 fn parse_worldcup98(bytes: &[u8]) -> Result<Vec<Segment>> {
     const RECORD: usize = 20;
-    if bytes.len() % RECORD != 0 {
+    if !bytes.len().is_multiple_of(RECORD) {
         bail!(
             "not a trace: not `seconds,requests` CSV, not Azure Functions 2019 CSV, and {} bytes is not a whole number of 20-byte World Cup 98 records",
             bytes.len()
