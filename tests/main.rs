@@ -8,6 +8,7 @@
 
 mod support;
 
+mod autoscale;
 mod cluster;
 mod commands;
 mod errors;
