@@ -1036,6 +1036,29 @@ mod tests {
     }
 
     #[test]
+    fn example_autoscale_section_is_the_defaults() {
+        // The example's commented-out autoscale: section, uncommented, is the defaults.
+        let text = include_str!("../doproxy.yml.example");
+        let section: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# autoscale:"))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .map(|l| format!("{}\n", l.split(" #").next().unwrap_or(l).trim_end()))
+            .collect();
+        let mut yaml = format!("{ORIGINAL}{section}");
+        // Uncommented, the cost cap would be set; the default has none.
+        yaml = yaml.replace("  max_hourly_cost: 5.0\n", "");
+        yaml = yaml.replace("  hourly_price: 0.00893\n", "");
+        let c = Config::parse(Path::new("d.yml"), &yaml, &no_env).unwrap();
+        assert_eq!(
+            c.autoscale,
+            Some(crate::autoscale::Settings::default()),
+            "{yaml}"
+        );
+    }
+
+    #[test]
     fn example_config_loads() {
         let text = include_str!("../doproxy.yml.example");
         let c = Config::parse(Path::new("/etc/doproxy/doproxy.yml"), text, &no_env).unwrap();

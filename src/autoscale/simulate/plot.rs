@@ -30,12 +30,6 @@ pub fn draw(path: &Path, title: &str, runs: &[(Score, Outcome)], model: &Model) 
     let total = |m: &Minute| m.serving + m.booting + m.standby + m.draining;
     let minutes = runs.iter().map(|r| r.1.minutes.len()).max().unwrap_or(1);
     let hours = (minutes as f64 / 60.0).max(1.0 / 60.0);
-    let ymax = runs
-        .iter()
-        .flat_map(|r| r.1.minutes.iter())
-        .map(|m| total(m).max(needed(m)))
-        .fold(1.0, f64::max)
-        * 1.1;
     let serving = RGBColor(66, 133, 244);
     let booting = RGBColor(251, 188, 4);
     let standby = RGBColor(52, 168, 83);
@@ -54,11 +48,19 @@ pub fn draw(path: &Path, title: &str, runs: &[(Score, Outcome)], model: &Model) 
             score.droplet_seconds / 3600.0,
             score.actions
         );
+        // Each panel its own scale (one policy's overshoot would flatten the others); the
+        // time axis is the same for all.
+        let ymax = o
+            .minutes
+            .iter()
+            .map(|m| total(m).max(needed(m)))
+            .fold(1.0, f64::max)
+            * 1.15;
         let mut chart = ChartBuilder::on(area)
             .caption(caption, ("sans-serif", 15))
             .margin(6)
-            .x_label_area_size(24)
-            .y_label_area_size(44)
+            .x_label_area_size(36)
+            .y_label_area_size(60)
             .build_cartesian_2d(0f64..hours, 0f64..ymax)
             .map_err(err)?;
         chart
@@ -66,6 +68,8 @@ pub fn draw(path: &Path, title: &str, runs: &[(Score, Outcome)], model: &Model) 
             .x_desc("hours")
             .y_desc("droplets")
             .light_line_style(WHITE)
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .axis_desc_style(("sans-serif", 13))
             .draw()
             .map_err(err)?;
         let x = |j: usize| j as f64 / 60.0;
