@@ -77,6 +77,14 @@ pub enum Command {
         after_help = "Examples:\n  doproxy completions bash > /etc/bash_completion.d/doproxy\n  doproxy completions zsh > \"${fpath[1]}/_doproxy\"\n  doproxy completions fish > ~/.config/fish/completions/doproxy.fish"
     )]
     Completions(CompletionsArgs),
+    // --- autoscale (issue #16) ---
+    /// Autoscaling: simulate policies on a trace, record a trace, write the shipped traces
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  doproxy autoscale simulate --trace traces/flash-crowd.csv --max 200 --plot flash.svg\n  doproxy autoscale record --out today.csv --duration 1h\n  doproxy autoscale traces --out /tmp/traces"
+    )]
+    Autoscale(crate::autoscale::command::AutoscaleCommand),
+    // --- end autoscale ---
 }
 
 /// `doproxy create`.
@@ -286,6 +294,10 @@ fn load_config(flag: Option<PathBuf>) -> anyhow::Result<Config> {
 }
 
 async fn run(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> {
+    // autoscale (issue #16): needs neither the API nor a token, only the autoscale: section.
+    if let Command::Autoscale(cmd) = command {
+        return crate::autoscale::command::run(config, cmd).await;
+    }
     let cfg = load_config(config)?;
     let ctx = commands::Ctx::new(cfg)?;
     if matches!(command, Command::Reload(ReloadArgs { watch: true, .. })) {
@@ -338,7 +350,7 @@ async fn dispatch(ctx: &commands::Ctx, command: Command) -> anyhow::Result<()> {
             commands::inventory::export(ctx, file.as_deref()).await
         }
         Command::Generate => commands::generate::run(ctx).await,
-        Command::Completions(_) => Ok(()),
+        Command::Completions(_) | Command::Autoscale(_) => Ok(()),
     }
 }
 

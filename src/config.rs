@@ -63,7 +63,133 @@ struct RawConfig {
     watch_debounce: Option<RawDuration>,
     retry: Option<RawRetry>,
     haproxy: Option<RawHaproxy>,
+    // autoscale (issue #16): the policy's settings.
+    autoscale: Option<RawAutoscale>,
 }
+
+// --- autoscale: section (issue #16) -------------------------------------------------------
+
+/// The `autoscale:` section; every key optional (defaults in `autoscale::Settings`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAutoscale {
+    min: Option<u32>,
+    max: Option<u32>,
+    targets: Option<RawTargets>,
+    tolerance: Option<f64>,
+    standby: Option<u32>,
+    step_up: Option<u32>,
+    step_down: Option<u32>,
+    step_interval: Option<RawDuration>,
+    stabilization_up: Option<RawDuration>,
+    stabilization_down: Option<RawDuration>,
+    tick: Option<RawDuration>,
+    stale_after: Option<RawDuration>,
+    max_actions: Option<u32>,
+    action_window: Option<RawDuration>,
+    max_hourly_cost: Option<f64>,
+    hourly_price: Option<f64>,
+    scale_in_error_ratio: Option<f64>,
+}
+
+/// `autoscale.targets`: when given, only the targets it names are used.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTargets {
+    sessions_per_server: Option<f64>,
+    requests_per_second_per_server: Option<f64>,
+    queue_time_ms: Option<f64>,
+}
+
+/// What `doproxy autoscale simulate|record|traces` read from a config file, without the
+/// rest of it (no token is needed for them).
+#[derive(Debug, Clone, Default)]
+pub struct AutoscaleSection {
+    /// The resolved `autoscale:` section, if the file has one.
+    pub settings: Option<crate::autoscale::Settings>,
+    /// `haproxy.stats_socket` as configured (`None` when not set; `Some(None)` when null).
+    pub stats_socket: Option<Option<String>>,
+}
+
+impl AutoscaleSection {
+    /// Reads only the `autoscale:` section and `haproxy.stats_socket` of the config at
+    /// `path`; the section is validated as strictly as by [`Config::load`].
+    pub fn load(path: &Path) -> Result<AutoscaleSection> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| usage_error(format!("cannot read config file {}: {e}", path.display())))?;
+        let env = |_: &str| None;
+        let r = Resolver {
+            shown: path.display().to_string(),
+            base: crate::fsutil::parent_dir(path),
+            env: &env,
+        };
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(&text).map_err(|e| usage_error(format!("{}: {e}", r.shown)))?;
+        let settings = match doc.get("autoscale") {
+            None | Some(serde_yaml::Value::Null) => None,
+            Some(v) => {
+                let raw: RawAutoscale = serde_yaml::from_value(v.clone())
+                    .map_err(|e| r.bad("autoscale", e.to_string()))?;
+                Some(r.autoscale(raw)?)
+            }
+        };
+        let stats_socket = doc
+            .get("haproxy")
+            .and_then(|h| h.get("stats_socket"))
+            .map(|v| v.as_str().map(str::to_string));
+        Ok(AutoscaleSection {
+            settings,
+            stats_socket,
+        })
+    }
+}
+
+impl Resolver<'_> {
+    fn autoscale(&self, a: RawAutoscale) -> Result<crate::autoscale::Settings> {
+        use crate::autoscale::{Settings, Targets};
+        let d = Settings::default();
+        let targets = match a.targets {
+            None => d.targets,
+            Some(t) => Targets {
+                sessions_per_server: t.sessions_per_server,
+                requests_per_second_per_server: t.requests_per_second_per_server,
+                queue_time_ms: t.queue_time_ms,
+            },
+        };
+        let k = |key: &str| format!("autoscale.{key}");
+        let s = Settings {
+            min: a.min.unwrap_or(d.min),
+            max: a.max.unwrap_or(d.max),
+            targets,
+            tolerance: a.tolerance.unwrap_or(d.tolerance),
+            standby: a.standby.unwrap_or(d.standby),
+            step_up: a.step_up.unwrap_or(d.step_up),
+            step_down: a.step_down.unwrap_or(d.step_down),
+            step_interval: self.dur(&k("step_interval"), a.step_interval, d.step_interval)?,
+            stabilization_up: self.dur(
+                &k("stabilization_up"),
+                a.stabilization_up,
+                d.stabilization_up,
+            )?,
+            stabilization_down: self.dur(
+                &k("stabilization_down"),
+                a.stabilization_down,
+                d.stabilization_down,
+            )?,
+            tick: self.dur(&k("tick"), a.tick, d.tick)?,
+            stale_after: self.dur(&k("stale_after"), a.stale_after, d.stale_after)?,
+            max_actions: a.max_actions.unwrap_or(d.max_actions),
+            action_window: self.dur(&k("action_window"), a.action_window, d.action_window)?,
+            max_hourly_cost: a.max_hourly_cost,
+            hourly_price: a.hourly_price,
+            scale_in_error_ratio: a.scale_in_error_ratio.unwrap_or(d.scale_in_error_ratio),
+        };
+        s.validate().map_err(|(key, msg)| self.bad(&k(key), msg))?;
+        Ok(s)
+    }
+}
+
+// --- end of the autoscale: section --------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +273,8 @@ pub struct Config {
     pub create: CreateSettings,
     /// `reload --watch` waits this long after a change for more changes before reloading.
     pub watch_debounce: Duration,
+    /// The autoscaler's settings (`autoscale:`), when the section is present.
+    pub autoscale: Option<crate::autoscale::Settings>,
 }
 
 /// How `create` waits for new droplets (`wait_timeout`, `poll_interval`, `not_found_grace`,
@@ -562,6 +690,7 @@ impl Config {
             )?,
             values,
         };
+        let autoscale = raw.autoscale.map(|a| r.autoscale(a)).transpose()?;
         let create = CreateSettings {
             wait_timeout: r.dur("wait_timeout", raw.wait_timeout, Duration::from_secs(600))?,
             poll_interval: r.dur("poll_interval", raw.poll_interval, Duration::from_secs(5))?,
@@ -591,6 +720,7 @@ impl Config {
                 raw.watch_debounce,
                 Duration::from_millis(500),
             )?,
+            autoscale,
         })
     }
 
@@ -922,6 +1052,100 @@ mod tests {
         }
         let e = etcd("ftp://127.0.0.1:2379", "").unwrap_err();
         assert!(e.contains("not an http(s) URL"), "{e}");
+    }
+
+    #[test]
+    fn autoscale_section_resolves_with_defaults() {
+        let c = Config::parse(Path::new("d.yml"), ORIGINAL, &no_env).unwrap();
+        assert!(c.autoscale.is_none());
+        let text = format!("{ORIGINAL}autoscale:\n  max: 40\n  standby: 2\n  stabilization_down: 10m\n  targets:\n    requests_per_second_per_server: 150\n");
+        let a = Config::parse(Path::new("d.yml"), &text, &no_env)
+            .unwrap()
+            .autoscale
+            .unwrap();
+        assert_eq!((a.min, a.max, a.standby), (1, 40, 2));
+        assert_eq!(a.stabilization_down, Duration::from_secs(600));
+        // Naming targets replaces the default one.
+        assert_eq!(a.targets.sessions_per_server, None);
+        assert_eq!(a.targets.requests_per_second_per_server, Some(150.0));
+        let text = format!("{ORIGINAL}autoscale: {{}}\n");
+        let a = Config::parse(Path::new("d.yml"), &text, &no_env).unwrap();
+        assert_eq!(a.autoscale, Some(crate::autoscale::Settings::default()));
+    }
+
+    #[test]
+    fn autoscale_errors_name_the_key() {
+        for (yaml, key) in [
+            (
+                "autoscale:\n  min: 5\n  max: 2\n",
+                "doproxy.yml: autoscale.min: must be ≤ max",
+            ),
+            ("autoscale:\n  mim: 5\n", "mim"),
+            ("autoscale:\n  tolerance: 1.5\n", "autoscale.tolerance"),
+            ("autoscale:\n  tick: 0s\n", "autoscale.tick"),
+            (
+                "autoscale:\n  stabilization_down: soon\n",
+                "autoscale.stabilization_down",
+            ),
+            ("autoscale:\n  targets: {}\n", "autoscale.targets"),
+            (
+                "autoscale:\n  targets:\n    queue_time_ms: 0\n",
+                "autoscale.targets.queue_time_ms",
+            ),
+            (
+                "autoscale:\n  max_hourly_cost: -1\n",
+                "autoscale.max_hourly_cost",
+            ),
+        ] {
+            let e = Config::parse(
+                Path::new("doproxy.yml"),
+                &format!("{ORIGINAL}{yaml}"),
+                &no_env,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn autoscale_section_alone_needs_no_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("doproxy.yml");
+        std::fs::write(
+            &p,
+            "autoscale:\n  max: 7\nhaproxy:\n  stats_socket: /tmp/x.sock\n",
+        )
+        .unwrap();
+        let a = AutoscaleSection::load(&p).unwrap();
+        assert_eq!(a.settings.map(|s| s.max), Some(7));
+        assert_eq!(a.stats_socket, Some(Some("/tmp/x.sock".to_string())));
+        std::fs::write(&p, "autoscale:\n  min: 11\n").unwrap();
+        let e = AutoscaleSection::load(&p).unwrap_err().to_string();
+        assert!(e.contains("autoscale.min: must be ≤ max"), "{e}");
+    }
+
+    #[test]
+    fn example_autoscale_section_is_the_defaults() {
+        // The example's commented-out autoscale: section, uncommented, is the defaults.
+        let text = include_str!("../doproxy.yml.example");
+        let section: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# autoscale:"))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .map(|l| format!("{}\n", l.split(" #").next().unwrap_or(l).trim_end()))
+            .collect();
+        let mut yaml = format!("{ORIGINAL}{section}");
+        // Uncommented, the cost cap would be set; the default has none.
+        yaml = yaml.replace("  max_hourly_cost: 5.0\n", "");
+        yaml = yaml.replace("  hourly_price: 0.00893\n", "");
+        let c = Config::parse(Path::new("d.yml"), &yaml, &no_env).unwrap();
+        assert_eq!(
+            c.autoscale,
+            Some(crate::autoscale::Settings::default()),
+            "{yaml}"
+        );
     }
 
     #[test]

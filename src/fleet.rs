@@ -159,10 +159,11 @@ impl Fleet {
         now: u64,
         grace: Duration,
     ) -> Result<Vec<Server>> {
-        if self.listed == 0 && !inv.ids.is_empty() && self.by_id.is_empty() {
+        // Droplets being deleted are expected to go: they do not count.
+        let expected = inv.ids.iter().filter(|id| !exclude.contains(id)).count();
+        if self.listed == 0 && expected > 0 && self.by_id.is_empty() {
             bail!(
-                "the API listed none of the {} inventory droplet(s) (an incident on its side, or every droplet was deleted outside doproxy); nothing was changed: try again later, or see `doproxy print`",
-                inv.ids.len()
+                "the API listed none of the {expected} inventory droplet(s) (an incident on its side, or every droplet was deleted outside doproxy); nothing was changed: try again later, or see `doproxy print`"
             );
         }
         log.first_missing

@@ -4,6 +4,7 @@
 //! `cli` → `commands` → `fleet` / `store` / `digitalocean` / `haproxy` → `output`. Integration
 //! tests drive the real binary, unit tests sit beside each module.
 
+pub mod autoscale;
 pub mod cli;
 pub mod commands;
 pub mod config;

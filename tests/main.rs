@@ -8,6 +8,7 @@
 
 mod support;
 
+mod autoscale;
 mod blast;
 mod cluster;
 mod commands;

@@ -5,17 +5,41 @@ use crate::haproxy::{Applied, Change};
 use anyhow::Result;
 
 /// Drops leaving marks: under the lock no delete is in progress, so a mark is what an
-/// interrupted delete left, and its droplet goes back into service.
-async fn clear_stale_leaving(ctx: &Ctx) -> Result<()> {
+/// interrupted delete left. A droplet it already destroyed loses its line (the delete is
+/// finished); one still there goes back into service.
+async fn clear_stale_leaving(
+    ctx: &Ctx,
+    inv: &mut crate::inventory::Inventory,
+    fleet: &crate::fleet::Fleet,
+) -> Result<()> {
     let j = ctx.store.journal().await?;
     if j.leaving.is_empty() {
         return Ok(());
     }
+    if fleet.listed == 0 {
+        // An empty listing may be an API incident: a missing droplet proves nothing now.
+        return Ok(());
+    }
+    let mut destroyed = Vec::new();
     for l in &j.leaving {
-        note(&format!(
-            "droplet {} was left marked as leaving by an interrupted delete; it goes back into service (run `doproxy delete --id {}` to delete it)",
-            l.id, l.id
-        ));
+        if fleet.by_id.contains_key(&l.id) {
+            note(&format!(
+                "droplet {} was left marked as leaving by an interrupted delete; it goes back into service (run `doproxy delete --id {}` to delete it)",
+                l.id, l.id
+            ));
+        } else {
+            note(&format!(
+                "droplet {} was destroyed by an interrupted delete; its inventory line is removed",
+                l.id
+            ));
+            destroyed.push(l.id);
+        }
+    }
+    if !destroyed.is_empty() {
+        *inv = ctx
+            .store
+            .update(|i| i.ids.retain(|id| !destroyed.contains(id)))
+            .await?;
     }
     ctx.store
         .update_journal(|j| j.leaving.clear())
@@ -40,7 +64,7 @@ pub async fn run(ctx: &Ctx, opts: Options) -> Result<()> {
             let mut fleet = ctx.fleet(&inv).await?;
             if !opts.dry_run {
                 ctx.settle_journal(&mut inv, &mut fleet).await?;
-                clear_stale_leaving(ctx).await?;
+                clear_stale_leaving(ctx, &mut inv, &fleet).await?;
             }
             let servers = ctx.servers(&inv, &fleet, &[], !opts.dry_run).await?;
             if opts.dry_run {
