@@ -14,5 +14,8 @@ mod errors;
 mod etcd;
 mod faults;
 mod golden;
+mod hygiene;
 mod operator;
+mod readme;
+mod status;
 mod walkthrough;
