@@ -294,6 +294,22 @@ pub fn json_requested<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> bo
     json
 }
 
+/// The message of a clap error for the JSON error object: its `error: ` line and the
+/// indented lines that complete it, on one line, without the usage hint after them.
+fn usage_message(rendered: &str) -> String {
+    let mut lines = rendered.lines().skip_while(|l| !l.starts_with("error: "));
+    let Some(first) = lines.next() else {
+        // clap showed the help instead (a subcommand is missing).
+        return "a subcommand is missing; see --help".to_string();
+    };
+    let mut message = first.trim_start_matches("error: ").trim().to_string();
+    for l in lines.take_while(|l| l.starts_with(' ')) {
+        message.push(' ');
+        message.push_str(l.trim());
+    }
+    message
+}
+
 /// The documented error object for `-o json`.
 fn error_object(message: &str, code: u8) -> serde_json::Value {
     serde_json::json!({ "error": { "message": message, "exit_code": code } })
@@ -321,12 +337,7 @@ pub fn main() -> ExitCode {
                 return exit_with(EXIT_OK);
             }
             if json_requested(std::env::args_os()) {
-                let rendered = e.render().to_string();
-                let message = rendered
-                    .lines()
-                    .find_map(|l| l.strip_prefix("error: "))
-                    .unwrap_or("a subcommand or argument is missing (see --help)");
-                let object = error_object(message, EXIT_USAGE);
+                let object = error_object(&usage_message(&e.render().to_string()), EXIT_USAGE);
                 output::write_stdout(&format!("{object:#}\n"));
             }
             return ExitCode::from(EXIT_USAGE);
@@ -490,6 +501,19 @@ mod tests {
         ] {
             assert!(!asks_json(args), "{args:?}");
         }
+    }
+
+    #[test]
+    fn usage_messages_keep_their_detail_and_drop_the_usage() {
+        assert_eq!(
+            usage_message("error: the following required arguments were not provided:\n  <LINE_NUMBER|--id <ID>>\n\nUsage: doproxy delete\n"),
+            "the following required arguments were not provided: <LINE_NUMBER|--id <ID>>"
+        );
+        assert_eq!(
+            usage_message("error: unrecognized subcommand 'bogus'\n\nUsage: doproxy [OPTIONS]\n"),
+            "unrecognized subcommand 'bogus'"
+        );
+        assert!(usage_message("Move the inventory\n\nUsage: ...").contains("--help"));
     }
 
     #[test]
