@@ -155,14 +155,14 @@ pub fn colour_enabled() -> bool {
     stdout_is_terminal() && !no_color && !dumb
 }
 
-/// The terminal's width in columns, when stdout is a terminal.
-pub fn stdout_width() -> Option<usize> {
+/// The terminal's size as (rows, columns), when stdout is a terminal.
+pub fn stdout_size() -> Option<(usize, usize)> {
     if !stdout_is_terminal() {
         return None;
     }
     console::Term::stdout()
         .size_checked()
-        .map(|(_, w)| usize::from(w))
+        .map(|(rows, cols)| (usize::from(rows), usize::from(cols)))
 }
 
 /// A colour or weight for [`paint`].

@@ -154,7 +154,9 @@ pub async fn run(ctx: &Ctx, watch: Option<Duration>) -> Result<()> {
             Ok(snap) => {
                 output::json_line(&snap);
                 if !output::is_json() {
-                    output::redraw(&format!("{}\n{footer}\n", render(&snap, &Look::now())));
+                    let look = Look::now();
+                    let frame = fit_height(&render(&snap, &look), look.height, &footer);
+                    output::redraw(&frame);
                 }
             }
             Err(e) => {
@@ -449,20 +451,40 @@ fn server_problems(
     }
 }
 
-/// How the table is drawn: colours and the width to fit in (a terminal), or plain columns.
+/// How the table is drawn: colours and the size to fit in (a terminal), or plain columns.
 #[derive(Debug, Clone, Copy)]
 struct Look {
     colour: bool,
     width: Option<usize>,
+    height: Option<usize>,
 }
 
 impl Look {
-    /// Colour and width when stdout is a terminal, plain columns otherwise.
+    /// Colour and size when stdout is a terminal, plain columns otherwise.
     fn now() -> Look {
+        let size = output::stdout_size();
         Look {
             colour: output::colour_enabled(),
-            width: output::stdout_width(),
+            width: size.map(|(_, w)| w),
+            height: size.map(|(h, _)| h),
         }
+    }
+}
+
+/// A `--watch` frame: `text` and `footer`, cut to `rows` lines like `top` (the table comes
+/// first; what does not fit is counted on the last line).
+fn fit_height(text: &str, rows: Option<usize>, footer: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    match rows {
+        Some(rows) if rows >= 4 && lines.len() + 2 > rows => {
+            let keep = rows - 3;
+            format!(
+                "{}\n… {} more line(s): a taller terminal, or `doproxy status`, shows them\n{footer}",
+                lines[..keep].join("\n"),
+                lines.len() - keep
+            )
+        }
+        _ => format!("{text}\n{footer}"),
     }
 }
 
@@ -497,6 +519,8 @@ const RIGHT: [bool; 11] = [
     true, true, false, false, false, false, true, false, true, true, true,
 ];
 const NAME: usize = 2;
+/// The columns a narrow terminal loses, in order: SINCE, QCUR, RATE, CHECK.
+const DROPPED_FIRST: [usize; 4] = [6, 10, 9, 7];
 
 /// The colour of one cell (by column and value).
 fn cell_paint(col: usize, value: &str) -> Option<Paint> {
@@ -586,19 +610,42 @@ fn render(snap: &Snapshot, look: &Look) -> String {
             *w = (*w).max(c.chars().count());
         }
     }
+    // A compact table on a terminal: the name column gives way first, then the gaps, then
+    // the columns that matter least.
+    let mut shown = [true; 11];
+    let mut gap = 2;
     if let Some(total) = look.width {
-        // A compact table: the name column gives way first.
-        let used: usize = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
-        if used > total {
-            widths[NAME] = widths[NAME].saturating_sub(used - total).max(8);
+        let used = |widths: &[usize], shown: &[bool; 11], gap: usize| {
+            let cols: Vec<usize> = widths
+                .iter()
+                .zip(shown)
+                .filter(|(_, s)| **s)
+                .map(|(w, _)| *w)
+                .collect();
+            cols.iter().sum::<usize>() + gap * cols.len().saturating_sub(1)
+        };
+        let over = used(&widths, &shown, gap).saturating_sub(total);
+        widths[NAME] = widths[NAME].saturating_sub(over).max(8);
+        if used(&widths, &shown, gap) > total {
+            gap = 1;
+        }
+        for col in DROPPED_FIRST {
+            if used(&widths, &shown, gap) <= total {
+                break;
+            }
+            shown[col] = false;
         }
     }
+    let last_shown = shown.iter().rposition(|s| *s).unwrap_or(0);
     let line = |cells: &[String], header: bool| -> String {
         let mut out = Vec::new();
         for (col, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if !shown[col] {
+                continue;
+            }
             let text = fit(c, *w);
             let pad = " ".repeat(w - text.chars().count());
-            let last = col + 1 == cells.len();
+            let last = col == last_shown;
             let painted = if header {
                 paint(&text, Paint::Bold, look.colour)
             } else {
@@ -615,14 +662,15 @@ fn render(snap: &Snapshot, look: &Look) -> String {
                 format!("{painted}{pad}")
             });
         }
-        format!("{}\n", out.join("  ").trim_end())
+        format!("{}\n", out.join(&" ".repeat(gap)).trim_end())
     };
-    let mut text = format!(
-        "doproxy status  {}  inventory {}  stats {}\n",
+    let title = format!(
+        "doproxy status  {}  inventory {}  stats {}",
         snap.at,
         snap.inventory,
         snap.stats_socket.as_deref().unwrap_or("(none)")
     );
+    let mut text = wrap(&title, look.width, "  ");
     let header: Vec<String> = HEADER.iter().map(|h| h.to_string()).collect();
     text.push_str(&line(&header, true));
     for r in &rows {
@@ -817,6 +865,7 @@ mod tests {
             &Look {
                 colour: false,
                 width: None,
+                height: None,
             },
         );
         assert!(!plain.contains('\x1b'), "{plain}");
@@ -841,8 +890,36 @@ mod tests {
             &Look {
                 colour: true,
                 width: Some(60),
+                height: Some(20),
             },
         );
+        // Fitted: no table line is wider than the terminal.
+        let strip = |l: &str| {
+            let mut out = String::new();
+            let mut esc = false;
+            for c in l.chars() {
+                match (esc, c) {
+                    (_, '\x1b') => esc = true,
+                    (true, 'm') => esc = false,
+                    (true, _) => {}
+                    (false, c) => out.push(c),
+                }
+            }
+            out
+        };
+        for l in tty.lines().skip(1).take(5) {
+            assert!(
+                strip(l).chars().count() <= 60,
+                "{:?} is wider than 60",
+                strip(l)
+            );
+        }
+        assert!(!strip(&tty).contains("SINCE"), "{tty}");
+        let frame = fit_height(&tty, Some(8), "footer");
+        assert_eq!(frame.lines().count(), 7, "{frame}");
+        assert!(frame.ends_with("footer"));
+        assert!(frame.contains("more line(s)"));
+        assert_eq!(fit_height("a\nb", Some(30), "f"), "a\nb\nf");
         assert!(tty.contains("\x1b[32mUP\x1b[0m"), "{tty}");
         assert!(tty.contains("\x1b[31mDOWN\x1b[0m"), "{tty}");
     }
