@@ -9,6 +9,7 @@ use crate::output::{self, Format};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Scale an HTTP application tier on DigitalOcean behind HAProxy.
 #[derive(Debug, Parser)]
@@ -66,10 +67,15 @@ pub enum Command {
     /// Generate the HAProxy config (haproxy_cfg_file) from the inventory, without installing it
     #[command(after_help = "Example:\n  doproxy generate && cat haproxy.cfg")]
     Generate,
-    /// Move the inventory between a line file and the configured store (e.g. etcd)
+    /// Show every backend: API status, role, HAProxy's state, last check, sessions, rate and queue, with totals and what is wrong
+    #[command(
+        after_help = "Examples:\n  doproxy status\n  doproxy status --watch               # redraw every 2 s until Ctrl-C\n  doproxy status --watch --interval 5s\n  doproxy -o json status | jq '.problems[].message'"
+    )]
+    Status(StatusArgs),
+    /// Keep the inventory honest: import/export, prune gone droplets, adopt tagged ones, forget lines
     #[command(
         subcommand,
-        after_help = "Examples:\n  doproxy inventory import /etc/doproxy/inventory   # file -> etcd\n  doproxy inventory export > inventory.backup       # etcd -> file"
+        after_help = "Examples:\n  doproxy inventory import /etc/doproxy/inventory   # file -> etcd\n  doproxy inventory export > inventory.backup       # etcd -> file\n  doproxy inventory prune --dry-run                # which lines would go\n  doproxy inventory adopt --orphans                # add every tagged droplet\n  doproxy inventory forget 7384013                 # drop a line, keep the droplet"
     )]
     Inventory(InventoryCommand),
     /// Print a shell completion script
@@ -112,6 +118,26 @@ pub struct ReloadArgs {
     pub watch: bool,
 }
 
+/// `doproxy status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Keep running: redraw every --interval until Ctrl-C (JSON Lines with -o json)
+    #[arg(long)]
+    pub watch: bool,
+    /// How often --watch redraws (at least 100ms)
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_interval, requires = "watch")]
+    pub interval: Duration,
+}
+
+/// `--interval`: a duration such as `2s` or `500ms`, at least 100 ms.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = crate::duration::parse(text)?;
+    if d < Duration::from_millis(100) {
+        return Err(format!("{d:?} is below the minimum of 100ms"));
+    }
+    Ok(d)
+}
+
 /// `doproxy completions`.
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
@@ -138,6 +164,63 @@ pub enum InventoryCommand {
         /// Write here (atomically) instead of stdout
         file: Option<PathBuf>,
     },
+    /// Drop the lines of droplets confirmed gone: 404 now and missing for not_found_grace
+    #[command(
+        after_help = "Droplets missing for less than not_found_grace are waited for (the API is eventually\nconsistent), then looked up again. Nothing is destroyed; HAProxy follows at the next reload.\n\nExamples:\n  doproxy inventory prune --dry-run\n  doproxy inventory prune && doproxy reload"
+    )]
+    Prune {
+        /// Show what would be dropped; change nothing (and do not wait)
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Add droplets that carry the deployment's tag to the inventory (by ID, or every orphan)
+    #[command(
+        after_help = "Only tagged droplets are adopted: tag one first with\n`doctl compute droplet tag ID --tag-name TAG`. HAProxy follows at the next reload.\n\nExamples:\n  doproxy inventory adopt 7384013\n  doproxy inventory adopt --orphans --dry-run"
+    )]
+    Adopt {
+        /// Droplet IDs
+        #[arg(
+            value_name = "ID",
+            required_unless_present = "orphans",
+            conflicts_with = "orphans"
+        )]
+        ids: Vec<u64>,
+        /// Every droplet carrying the tag that is not in the inventory
+        #[arg(long)]
+        orphans: bool,
+        /// Show what would be added; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Drop inventory lines without destroying their droplets (they keep running and billing)
+    #[command(
+        after_help = "To remove a backend for good, use `doproxy delete --id ID` instead (it drains,\nreloads and destroys). HAProxy follows at the next reload.\n\nExample:\n  doproxy inventory forget 7384013"
+    )]
+    Forget {
+        /// Droplet IDs (each must be in the inventory)
+        #[arg(value_name = "ID", required = true)]
+        ids: Vec<u64>,
+        /// Show what would be dropped; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+impl Command {
+    /// True for a `--dry-run`: such a run writes no file (not even a lock file).
+    pub fn is_dry_run(&self) -> bool {
+        match self {
+            Command::Create(a) => a.dry_run,
+            Command::Delete(a) => a.dry_run,
+            Command::Reload(a) => a.dry_run,
+            Command::Inventory(
+                InventoryCommand::Prune { dry_run }
+                | InventoryCommand::Adopt { dry_run, .. }
+                | InventoryCommand::Forget { dry_run, .. },
+            ) => *dry_run,
+            _ => false,
+        }
+    }
 }
 
 /// Which droplet `delete` removes.
@@ -170,6 +253,93 @@ doproxy reload                  # Generate HAProxy config and reload HAProxy
 doproxy generate                # Generate HAProxy config based on inventory
 ";
 
+/// The line after [`USAGE`] when doproxy runs with no arguments.
+pub const HELP_HINT: &str =
+    "\nMore commands (status, inventory, completions) and every option: doproxy --help\n";
+
+/// True when `args` (the process's, program name first) ask for `-o json` in any spelling
+/// clap accepts (`-o json`, `-ojson`, `-o=json`, `--output json`, `--output=json`, `-qo
+/// json`): read by hand when clap itself refused the command line.
+pub fn json_requested<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> bool {
+    let args: Vec<String> = args
+        .into_iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut json = false;
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        i += 1;
+        if a == "--" {
+            break;
+        }
+        let value = if a == "--output" {
+            args.get(i).cloned()
+        } else if let Some(v) = a.strip_prefix("--output=") {
+            Some(v.to_string())
+        } else if a.starts_with('-') && !a.starts_with("--") {
+            // A cluster of short flags: -q and -v take no value, -o takes the rest (or the
+            // next argument), and any other flag (-c PATH) ends the cluster.
+            let mut value = None;
+            for (n, c) in a.char_indices().skip(1) {
+                match c {
+                    'q' | 'v' => continue,
+                    'o' => {
+                        let rest = a[n + 1..].trim_start_matches('=');
+                        value = if rest.is_empty() {
+                            args.get(i).cloned()
+                        } else {
+                            Some(rest.to_string())
+                        };
+                    }
+                    _ => {}
+                }
+                break;
+            }
+            value
+        } else {
+            None
+        };
+        if let Some(v) = value {
+            json = v == "json";
+        }
+    }
+    json
+}
+
+/// The message of a clap error for the JSON error object: its `error: ` line and the
+/// indented lines that complete it, on one line, without the usage hint after them.
+fn usage_message(rendered: &str) -> String {
+    let mut lines = rendered.lines().skip_while(|l| !l.starts_with("error: "));
+    let Some(first) = lines.next() else {
+        // clap showed the help instead (a subcommand is missing).
+        return "a subcommand is missing; see --help".to_string();
+    };
+    let mut message = first.trim_start_matches("error: ").trim().to_string();
+    for l in lines.take_while(|l| l.starts_with(' ')) {
+        message.push(' ');
+        message.push_str(l.trim());
+    }
+    message
+}
+
+/// The documented error object for `-o json`.
+fn error_object(message: &str, code: u8) -> serde_json::Value {
+    serde_json::json!({ "error": { "message": message, "exit_code": code } })
+}
+
+/// Exits with `code`, or with 1 when a success could not write its result to stdout.
+fn exit_with(code: u8) -> ExitCode {
+    if code == EXIT_OK {
+        if let Some(e) = output::stdout_error() {
+            output::error(&format!("cannot write the result to stdout: {e}"));
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
+    ExitCode::from(code)
+}
+
 /// Parses the process's arguments, runs, and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -177,22 +347,35 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             // --help and --version are successes; every parse error is a usage error.
-            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+            if !e.use_stderr() {
+                return exit_with(EXIT_OK);
+            }
+            if json_requested(std::env::args_os()) {
+                let object = error_object(&usage_message(&e.render().to_string()), EXIT_USAGE);
+                output::write_stdout(&format!("{object:#}\n"));
+            }
+            return ExitCode::from(EXIT_USAGE);
         }
     };
-    output::init(cli.output, cli.quiet, cli.verbose);
+    if let Err(message) = output::init(cli.output, cli.quiet, cli.verbose) {
+        output::error(&message);
+        output::json(&error_object(&message, EXIT_USAGE));
+        return ExitCode::from(EXIT_USAGE);
+    }
     let Some(command) = cli.command else {
         // Like the original: no arguments lists the commands (in any output format).
         output::write_stdout(USAGE);
-        return ExitCode::from(EXIT_OK);
+        output::write_stdout(HELP_HINT);
+        return exit_with(EXIT_OK);
     };
+    crate::lock::set_dry_run(command.is_dry_run());
     if let Command::Completions(CompletionsArgs { shell }) = command {
         let mut cmd = Cli::command();
         let mut script = Vec::new();
         clap_complete::generate(shell, &mut cmd, "doproxy", &mut script);
         // A closed pipe is not an error (clap_complete would panic writing to it).
         output::write_stdout(&String::from_utf8_lossy(&script));
-        return ExitCode::from(EXIT_OK);
+        return exit_with(EXIT_OK);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -205,14 +388,12 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli.config, command)) {
-        Ok(()) => ExitCode::from(EXIT_OK),
+        Ok(()) => exit_with(EXIT_OK),
         Err(e) => {
             let code = exit_code(&e);
             let message = format!("{e:#}");
             output::error(&message);
-            output::json(
-                &serde_json::json!({ "error": { "message": message, "exit_code": code } }),
-            );
+            output::json(&error_object(&message, code));
             ExitCode::from(code)
         }
     }
@@ -349,6 +530,28 @@ async fn dispatch(ctx: &commands::Ctx, command: Command) -> anyhow::Result<()> {
         Command::Inventory(InventoryCommand::Export { file }) => {
             commands::inventory::export(ctx, file.as_deref()).await
         }
+        Command::Inventory(InventoryCommand::Prune { dry_run }) => {
+            commands::inventory::prune(ctx, dry_run).await
+        }
+        Command::Inventory(InventoryCommand::Adopt {
+            ids,
+            orphans,
+            dry_run,
+        }) => {
+            let which = if orphans {
+                commands::inventory::Adopt::Orphans
+            } else {
+                commands::inventory::Adopt::Ids(ids)
+            };
+            commands::inventory::adopt(ctx, which, dry_run).await
+        }
+        Command::Inventory(InventoryCommand::Forget { ids, dry_run }) => {
+            commands::inventory::forget(ctx, &ids, dry_run).await
+        }
+        Command::Status(a) => {
+            let watch = a.watch.then_some(a.interval);
+            commands::status::run(ctx, watch).await
+        }
         Command::Generate => commands::generate::run(ctx).await,
         Command::Completions(_) | Command::Autoscale(_) => Ok(()),
     }
@@ -407,5 +610,69 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("tried $DOPROXY_CONFIG=y.yml;"), "{e}");
+    }
+
+    fn asks_json(args: &[&str]) -> bool {
+        json_requested(
+            std::iter::once("doproxy")
+                .chain(args.iter().copied())
+                .map(std::ffi::OsString::from),
+        )
+    }
+
+    #[test]
+    fn finds_json_output_in_every_spelling() {
+        for args in [
+            &["-o", "json", "bogus"][..],
+            &["-ojson", "bogus"],
+            &["-o=json", "bogus"],
+            &["--output", "json", "bogus"],
+            &["--output=json", "bogus"],
+            &["-qo", "json", "bogus"],
+            &["-qojson", "bogus"],
+            &["bogus", "-o", "json"],
+            &["-o", "text", "-o", "json"],
+        ] {
+            assert!(asks_json(args), "{args:?}");
+        }
+        for args in [
+            &["bogus"][..],
+            &["-o", "text", "bogus"],
+            &["-c", "json", "bogus"],
+            &["-cojson", "bogus"],
+            &["--", "-o", "json"],
+            &["-o"],
+        ] {
+            assert!(!asks_json(args), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn usage_messages_keep_their_detail_and_drop_the_usage() {
+        assert_eq!(
+            usage_message("error: the following required arguments were not provided:\n  <LINE_NUMBER|--id <ID>>\n\nUsage: doproxy delete\n"),
+            "the following required arguments were not provided: <LINE_NUMBER|--id <ID>>"
+        );
+        assert_eq!(
+            usage_message("error: unrecognized subcommand 'bogus'\n\nUsage: doproxy [OPTIONS]\n"),
+            "unrecognized subcommand 'bogus'"
+        );
+        assert!(usage_message("Move the inventory\n\nUsage: ...").contains("--help"));
+    }
+
+    #[test]
+    fn dry_runs_are_known() {
+        let dry = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("doproxy").chain(args.iter().copied()))
+                .unwrap()
+                .command
+                .is_some_and(|c| c.is_dry_run())
+        };
+        assert!(dry(&["create", "--dry-run"]));
+        assert!(dry(&["reload", "--dry-run"]));
+        assert!(dry(&["delete", "1", "--dry-run"]));
+        assert!(dry(&["inventory", "prune", "--dry-run"]));
+        assert!(!dry(&["reload"]));
+        assert!(!dry(&["status"]));
     }
 }

@@ -22,6 +22,87 @@ pub const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
 /// droplet doproxy creates, by which it lists its droplets and finds orphans.
 pub const DEFAULT_TAG: &str = "doproxy";
 
+/// The smallest value each duration key accepts, and why: below it the key cannot do its
+/// job (a zero `poll_interval` polls in a busy loop, a zero `api_timeout` fails every
+/// request). `drain_timeout` may be 0: `delete` then does not wait for connections to end.
+pub const MIN_DURATIONS: &[(&str, Duration, &str)] = &[
+    (
+        "wait_timeout",
+        Duration::from_secs(1),
+        "droplets take tens of seconds to boot",
+    ),
+    (
+        "poll_interval",
+        Duration::from_millis(10),
+        "a shorter pause polls in a busy loop",
+    ),
+    (
+        "not_found_grace",
+        Duration::from_secs(1),
+        "the missing log counts whole seconds",
+    ),
+    (
+        "api_timeout",
+        Duration::from_secs(1),
+        "a shorter timeout fails every request",
+    ),
+    (
+        "lock_timeout",
+        Duration::from_millis(100),
+        "a shorter wait fails whenever another run holds the lock",
+    ),
+    (
+        "drain_timeout",
+        Duration::ZERO,
+        "0 does not wait for connections to end",
+    ),
+    (
+        "reload_verify_timeout",
+        Duration::from_millis(500),
+        "HAProxy needs a moment to show a reload",
+    ),
+    (
+        "command_timeout",
+        Duration::from_secs(1),
+        "a shorter limit kills a sound check or reload",
+    ),
+    (
+        "watch_debounce",
+        Duration::from_millis(10),
+        "a shorter wait reloads once per change",
+    ),
+    (
+        "retry.min_delay",
+        Duration::from_millis(1),
+        "a zero delay retries in a busy loop",
+    ),
+    (
+        "retry.max_delay",
+        Duration::from_millis(1),
+        "a zero delay retries in a busy loop",
+    ),
+    (
+        "retry.budget",
+        Duration::from_millis(100),
+        "a smaller budget leaves no room for a retry",
+    ),
+    (
+        "inventory.lock_ttl",
+        Duration::from_secs(2),
+        "the lease is kept alive at a third of it",
+    ),
+    (
+        "inventory.timeout",
+        Duration::from_millis(100),
+        "a shorter timeout fails every etcd request",
+    ),
+    (
+        "haproxy.check_inter",
+        Duration::from_millis(100),
+        "shorter health checks load every backend",
+    ),
+];
+
 /// A duration in YAML: a number of seconds or a string such as `500ms`, `30s`, `10m`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -236,10 +317,17 @@ struct RawRetry {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHaproxy {
+    // `None`: the key is absent (the default applies); `Some(None)`: `null` (the line is
+    // left out). serde reads a present `null` as an absent `Option<Option<_>>` unless told.
+    #[serde(default, deserialize_with = "present_nullable")]
     chroot: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present_nullable")]
     user: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present_nullable")]
     group: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present_nullable")]
     log: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present_nullable")]
     stats_socket: Option<Option<String>>,
     stats_user: Option<String>,
     stats_password: Option<String>,
@@ -247,6 +335,15 @@ struct RawHaproxy {
     maxconn: Option<u32>,
     noreuseport: Option<bool>,
     check_inter: Option<String>,
+}
+
+/// A key that is present: `Some(None)` for `null`, `Some(Some(v))` for a value (an absent
+/// key is `None` through `#[serde(default)]`).
+fn present_nullable<'de, D>(d: D) -> Result<Option<Option<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<String>::deserialize(d).map(Some)
 }
 
 /// The validated configuration: each section resolved into the settings type of the module
@@ -314,13 +411,29 @@ impl Resolver<'_> {
         }
     }
 
+    /// The duration at `field` (`default` when absent), at least its [`MIN_DURATIONS`]
+    /// bound.
     fn dur(&self, field: &str, v: Option<RawDuration>, default: Duration) -> Result<Duration> {
-        match v {
-            None => Ok(default),
+        let d = match v {
+            None => return Ok(default),
             Some(RawDuration::Secs(s)) => duration::from_secs(s)
-                .ok_or_else(|| self.bad(field, format!("invalid duration {s}"))),
-            Some(RawDuration::Text(t)) => duration::parse(&t).map_err(|m| self.bad(field, m)),
+                .ok_or_else(|| self.bad(field, format!("invalid duration {s}")))?,
+            Some(RawDuration::Text(t)) => duration::parse(&t).map_err(|m| self.bad(field, m))?,
+        };
+        self.at_least(field, d)
+    }
+
+    /// Refuses a duration below the key's [`MIN_DURATIONS`] bound, naming key and bound.
+    fn at_least(&self, field: &str, d: Duration) -> Result<Duration> {
+        if let Some((_, min, why)) = MIN_DURATIONS.iter().find(|(k, _, _)| *k == field) {
+            if d < *min {
+                return Err(self.bad(
+                    field,
+                    format!("{d:?} is below the minimum of {min:?} ({why})"),
+                ));
+            }
         }
+        Ok(d)
     }
 
     /// Two keys that make sense only as a pair (`what`) are both set or both unset.
@@ -354,12 +467,22 @@ impl Resolver<'_> {
             None => RetryPolicy::default(),
             Some(r) => {
                 let d = RetryPolicy::default();
-                RetryPolicy {
+                let policy = RetryPolicy {
                     max_attempts: r.max_attempts.unwrap_or(d.max_attempts).max(1),
                     min_delay: self.dur("retry.min_delay", r.min_delay, d.min_delay)?,
                     max_delay: self.dur("retry.max_delay", r.max_delay, d.max_delay)?,
                     budget: self.dur("retry.budget", r.budget, d.budget)?,
+                };
+                if policy.max_delay < policy.min_delay {
+                    return Err(self.bad(
+                        "retry.max_delay",
+                        format!(
+                            "{:?} is below retry.min_delay ({:?})",
+                            policy.max_delay, policy.min_delay
+                        ),
+                    ));
                 }
+                policy
             }
         };
         let settings = digitalocean::Settings {
@@ -456,7 +579,9 @@ impl Resolver<'_> {
             values.stats_user.is_some(),
             values.stats_password.is_some(),
         )?;
-        duration::parse(&values.check_inter).map_err(|m| self.bad("haproxy.check_inter", m))?;
+        let inter =
+            duration::parse(&values.check_inter).map_err(|m| self.bad("haproxy.check_inter", m))?;
+        self.at_least("haproxy.check_inter", inter)?;
         Ok(values)
     }
 
@@ -542,9 +667,6 @@ impl Resolver<'_> {
             i.password.is_some(),
         )?;
         let lock_ttl = self.dur("inventory.lock_ttl", i.lock_ttl, Duration::from_secs(10))?;
-        if lock_ttl < Duration::from_secs(2) {
-            return Err(self.bad("inventory.lock_ttl", "must be at least 2s".into()));
-        }
         Ok(etcd::Settings {
             endpoints: endpoints
                 .into_iter()
@@ -985,6 +1107,122 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("inventory_file"), "{e}");
+    }
+
+    /// `haproxy:` with `key` written as `value` (a YAML scalar; `None` leaves it out).
+    fn haproxy_with(key: &str, value: Option<&str>) -> TemplateValues {
+        let section = match value {
+            Some(v) => format!("haproxy:\n  {key}: {v}\n"),
+            None => "haproxy:\n  maxconn: 100\n".to_string(),
+        };
+        Config::parse(Path::new("d.yml"), &format!("{ORIGINAL}{section}"), &no_env)
+            .unwrap()
+            .haproxy
+            .values
+    }
+
+    #[test]
+    fn haproxy_null_and_empty_leave_the_line_out_absent_keeps_the_default() {
+        type Get = fn(&TemplateValues) -> Option<String>;
+        let keys: [(&str, &str, Get); 5] = [
+            ("chroot", "/var/lib/haproxy", |v| v.chroot.clone()),
+            ("user", "haproxy", |v| v.user.clone()),
+            ("group", "haproxy", |v| v.group.clone()),
+            ("log", "/dev/log local0", |v| v.log.clone()),
+            ("stats_socket", "/run/haproxy/admin.sock", |v| {
+                v.stats_socket.clone()
+            }),
+        ];
+        for (key, default, get) in keys {
+            assert_eq!(get(&haproxy_with(key, Some("null"))), None, "{key}: null");
+            assert_eq!(get(&haproxy_with(key, Some("~"))), None, "{key}: ~");
+            assert_eq!(get(&haproxy_with(key, Some("''"))), None, "{key}: ''");
+            assert_eq!(get(&haproxy_with(key, Some(""))), None, "{key}: (nothing)");
+            assert_eq!(
+                get(&haproxy_with(key, None)).as_deref(),
+                Some(default),
+                "{key}: absent"
+            );
+        }
+        assert_eq!(
+            haproxy_with("chroot", Some("/srv/jail")).chroot.as_deref(),
+            Some("/srv/jail")
+        );
+        // No `haproxy:` section at all: every default.
+        let c = Config::parse(Path::new("d.yml"), ORIGINAL, &no_env).unwrap();
+        assert_eq!(c.haproxy.values.chroot.as_deref(), Some("/var/lib/haproxy"));
+        // The flow form the issue reported.
+        let c = Config::parse(
+            Path::new("d.yml"),
+            &format!("{ORIGINAL}haproxy: {{chroot: null, log: null}}\n"),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.haproxy.values.chroot, c.haproxy.values.log),
+            (None, None)
+        );
+        assert_eq!(c.haproxy.values.user.as_deref(), Some("haproxy"));
+    }
+
+    #[test]
+    fn durations_below_their_minimum_are_refused_naming_the_key() {
+        for (key, min, _) in MIN_DURATIONS {
+            let (section, leaf) = match key.split_once('.') {
+                Some((s, l)) => (Some(s), l),
+                None => (None, *key),
+            };
+            if min.is_zero() {
+                continue;
+            }
+            let below = "0";
+            let set = |v: &str| {
+                match section {
+                None => format!("{ORIGINAL}{leaf}: {v}\n"),
+                Some("inventory") => ORIGINAL.replace(
+                    "inventory_file: inventory\n",
+                    &format!(
+                        "inventory:\n  backend: etcd\n  endpoints: [http://127.0.0.1:2379]\n  {leaf}: {v}\n"
+                    ),
+                ),
+                Some(s) => format!("{ORIGINAL}{s}:\n  {leaf}: {v}\n"),
+            }
+            };
+            let e = Config::parse(Path::new("d.yml"), &set(below), &no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("d.yml: {key}: ")) && e.contains("below the minimum"),
+                "{key}: {e}"
+            );
+            let at = format!("{}ms", min.as_millis());
+            let at = if *key == "retry.max_delay" {
+                // max_delay must also be at least min_delay (default 1s).
+                "1s".to_string()
+            } else {
+                at
+            };
+            Config::parse(Path::new("d.yml"), &set(&at), &no_env)
+                .unwrap_or_else(|e| panic!("{key}: {at} is allowed: {e}"));
+        }
+        let c = Config::parse(
+            Path::new("d.yml"),
+            &format!("{ORIGINAL}drain_timeout: 0\n"),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.haproxy.drain_timeout, Duration::ZERO);
+        let e = Config::parse(
+            Path::new("d.yml"),
+            &format!("{ORIGINAL}retry:\n  min_delay: 2s\n  max_delay: 1s\n"),
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("retry.max_delay") && e.contains("min_delay"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -53,6 +53,44 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     parts.join(": ").replace('\n', " ")
 }
 
+/// Like [`chain`], but a source whose text has several lines (Tera's parse errors point at
+/// the line and column with a small drawing) keeps them, each indented by two spaces
+/// under the first line, instead of being flattened into one unreadable line.
+pub fn chain_lines(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        src = s.source();
+    }
+    let mut out = String::new();
+    for (n, part) in parts.iter().enumerate() {
+        let lines: Vec<&str> = part
+            .lines()
+            .map(str::trim_end)
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        if lines.len() > 1 {
+            if n > 0 {
+                out.push(':');
+            }
+            for l in lines {
+                out.push_str("\n  ");
+                out.push_str(l);
+            }
+        } else {
+            if n > 0 {
+                out.push_str(": ");
+            }
+            out.push_str(part.trim());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +103,19 @@ mod tests {
     fn chain_joins_sources_on_one_line() {
         let e = Outer(std::io::Error::other("inner\nline"));
         assert_eq!(chain(&e), "outer: inner line");
+    }
+
+    #[test]
+    fn chain_lines_keeps_a_drawing_indented() {
+        let e = Outer(std::io::Error::other(
+            " --> 2:7\n  |\n2 | {% if %}\n  |       ^---\n",
+        ));
+        assert_eq!(
+            chain_lines(&e),
+            "outer:\n   --> 2:7\n    |\n  2 | {% if %}\n    |       ^---"
+        );
+        let e = Outer(std::io::Error::other("inner"));
+        assert_eq!(chain_lines(&e), "outer: inner");
     }
 
     #[test]

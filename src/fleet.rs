@@ -98,6 +98,13 @@ impl MissingLog {
     }
 }
 
+/// The node's missing log for an installed config: `<installed config>.missing.json`.
+pub fn missing_log_path(installed: &Path) -> std::path::PathBuf {
+    let mut name = installed.file_name().unwrap_or_default().to_os_string();
+    name.push(".missing.json");
+    crate::fsutil::parent_dir(installed).join(name)
+}
+
 /// Is a droplet first seen missing at `first_missing` confirmed gone at `now` (Unix
 /// seconds)? Only once it has stayed missing for the whole `grace`.
 pub fn confirmed_gone(first_missing: u64, now: u64, grace: Duration) -> bool {
@@ -229,9 +236,10 @@ impl Fleet {
     pub fn warn_orphans(&self, tag: &str, where_: &str) {
         for d in &self.orphans {
             warn(&format!(
-                "droplet {} ({}) carries the tag {tag:?} but is not in {where_}; add its ID to the inventory to manage it, or delete it",
+                "droplet {} ({}) carries the tag {tag:?} but is not in {where_}; `doproxy inventory adopt {}` adds it, or destroy it",
                 d.id,
                 escape(&d.name),
+                d.id,
             ));
         }
     }

@@ -4,7 +4,17 @@
 use anyhow::{bail, Context, Result};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// Set for a dry run: a lock file is never created (see [`FileLock::acquire`]).
+static DRY_RUN: AtomicBool = AtomicBool::new(false);
+
+/// Marks the process as a dry run (from the command line, before any lock is taken): a
+/// dry run writes no file, not even a lock file.
+pub fn set_dry_run(on: bool) {
+    DRY_RUN.store(on, Ordering::Relaxed);
+}
 
 /// The lock file that guards `path`: `<path>.lock` beside it.
 pub fn beside(path: &Path) -> PathBuf {
@@ -16,27 +26,51 @@ pub fn beside(path: &Path) -> PathBuf {
 /// An exclusive lock held until dropped.
 #[derive(Debug)]
 pub struct FileLock {
-    _file: File,
+    /// `None` for a dry run's lock on a file that does not exist (nothing to exclude: no
+    /// doproxy run has changed anything there yet, and a dry run changes nothing).
+    _file: Option<File>,
     path: PathBuf,
 }
 
 impl FileLock {
     /// Takes the lock on the file at `path` (created when missing), waiting up to `timeout`
     /// for another doproxy process to release it. The wait sleeps on the async runtime, so
-    /// other tasks (an etcd lease's keep-alive, a signal handler) keep running.
+    /// other tasks (an etcd lease's keep-alive, a signal handler) keep running. In a dry
+    /// run ([`set_dry_run`]) a missing lock file is not created: the dry run goes on
+    /// unlocked (it only reads, and every file it reads is replaced atomically); an
+    /// existing one is opened read-only and locked as usual.
     pub async fn acquire(path: &Path, timeout: Duration) -> Result<FileLock> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        Self::acquire_as(path, timeout, DRY_RUN.load(Ordering::Relaxed)).await
+    }
+
+    async fn acquire_as(path: &Path, timeout: Duration, dry_run: bool) -> Result<FileLock> {
+        let opened = if dry_run {
+            OpenOptions::new().read(true).open(path)
+        } else {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)
+        };
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) if dry_run && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(FileLock {
+                    _file: None,
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot open lock file {}", path.display()))
+            }
+        };
         let started = Instant::now();
         loop {
             match file.try_lock() {
                 Ok(()) => {
                     return Ok(FileLock {
-                        _file: file,
+                        _file: Some(file),
                         path: path.to_path_buf(),
                     })
                 }
@@ -82,5 +116,21 @@ mod tests {
         FileLock::acquire(&lock, Duration::from_millis(50))
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_creates_no_lock_file_but_waits_on_an_existing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("inventory.lock");
+        FileLock::acquire_as(&missing, Duration::from_millis(50), true)
+            .await
+            .unwrap();
+        assert!(!missing.exists(), "a dry run created {}", missing.display());
+        let held = FileLock::acquire(&missing, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let e = FileLock::acquire_as(&missing, Duration::from_millis(50), true).await;
+        assert!(e.is_err(), "a dry run ignored a held lock");
+        drop(held);
     }
 }

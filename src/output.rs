@@ -29,7 +29,7 @@ pub enum Progress {
     Live,
     /// Timestamped lines when something changes (stderr is a file or pipe).
     Plain,
-    /// Nothing (`--quiet`).
+    /// Nothing (`--quiet`, `DOPROXY_PROGRESS=off`).
     Off,
 }
 
@@ -48,18 +48,32 @@ pub struct Settings {
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 
+/// Reads a `DOPROXY_PROGRESS` value: `live`, `plain` or `off` force that display; unset or
+/// empty leaves the choice to the terminal test; anything else is an error naming it.
+pub fn parse_progress(value: Option<&str>) -> Result<Option<Progress>, String> {
+    match value {
+        None | Some("") => Ok(None),
+        Some("live") => Ok(Some(Progress::Live)),
+        Some("plain") => Ok(Some(Progress::Plain)),
+        Some("off") => Ok(Some(Progress::Off)),
+        Some(other) => Err(format!(
+            "DOPROXY_PROGRESS={other:?} is not one of live, plain, off (or unset)"
+        )),
+    }
+}
+
 /// Sets the process's output settings (once, from the CLI) and installs the logger.
 /// `DOPROXY_PROGRESS=live|plain|off` forces the progress display, e.g. to test the terminal
-/// display without a terminal.
-pub fn init(format: Format, quiet: bool, verbose: bool) {
-    let forced = std::env::var("DOPROXY_PROGRESS").ok();
+/// display without a terminal; `off` silences progress (the waiting display and the notes
+/// on what is being done) but not warnings or errors. An invalid value is an error (the
+/// settings are still set, so the error can be shown in the asked-for format).
+pub fn init(format: Format, quiet: bool, verbose: bool) -> Result<(), String> {
+    let forced = parse_progress(std::env::var("DOPROXY_PROGRESS").ok().as_deref());
     let progress = if quiet {
         Progress::Off
     } else {
-        match forced.as_deref() {
-            Some("live") => Progress::Live,
-            Some("plain") => Progress::Plain,
-            Some("off") => Progress::Off,
+        match forced {
+            Ok(Some(p)) => p,
             _ if std::io::stderr().is_terminal() => Progress::Live,
             _ => Progress::Plain,
         }
@@ -77,6 +91,7 @@ pub fn init(format: Format, quiet: bool, verbose: bool) {
             log::LevelFilter::Info
         });
     }
+    forced.map(|_| ())
 }
 
 /// The current settings (defaults before `init`).
@@ -138,12 +153,94 @@ pub fn say(line: &str) {
     write_stdout(&format!("{line}\n"));
 }
 
+/// The first failure to write stdout other than a closed pipe, for the exit path.
+static STDOUT_ERROR: Mutex<Option<String>> = Mutex::new(None);
+
 /// Writes raw bytes to stdout whatever the format (the usage text, a completion script);
-/// a closed pipe (`doproxy | head -1`) is not an error.
+/// a closed pipe (`doproxy | head -1`) is not an error. Any other write error (a full
+/// disk, an I/O error) is kept for [`stdout_error`]: the command then exits 1.
 pub fn write_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
+    let written = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let mut first = STDOUT_ERROR.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// The first error writing stdout other than a closed pipe, if any (the result did not
+/// reach its reader: the exit code must say so).
+pub fn stdout_error() -> Option<String> {
+    STDOUT_ERROR
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
+
+/// True when stdout is a terminal (a person is reading).
+pub fn stdout_is_terminal() -> bool {
+    std::io::stdout().is_terminal()
+}
+
+/// True when results on stdout may be coloured: stdout is a terminal, `NO_COLOR` is unset
+/// or empty (<https://no-color.org>) and `TERM` is not `dumb`.
+pub fn colour_enabled() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+    stdout_is_terminal() && !no_color && !dumb
+}
+
+/// The terminal's size as (rows, columns), when stdout is a terminal.
+pub fn stdout_size() -> Option<(usize, usize)> {
+    if !stdout_is_terminal() {
+        return None;
+    }
+    console::Term::stdout()
+        .size_checked()
+        .map(|(rows, cols)| (usize::from(rows), usize::from(cols)))
+}
+
+/// A colour or weight for [`paint`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paint {
+    /// Bold (headers).
+    Bold,
+    /// Dim (what needs no attention).
+    Dim,
+    /// Green (healthy).
+    Green,
+    /// Yellow (attention).
+    Yellow,
+    /// Red (wrong).
+    Red,
+}
+
+/// `text` wrapped in the ANSI sequence for `paint` when `on`, else unchanged.
+pub fn paint(text: &str, paint: Paint, on: bool) -> String {
+    if !on {
+        return text.to_string();
+    }
+    let code = match paint {
+        Paint::Bold => "1",
+        Paint::Dim => "2",
+        Paint::Green => "32",
+        Paint::Yellow => "33",
+        Paint::Red => "31",
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+/// Redraws a full-screen frame on stdout, like `top`: on a terminal, home the cursor and
+/// clear the screen first; otherwise frames follow each other, separated by a blank line.
+pub fn redraw(frame: &str) {
+    let text = if stdout_is_terminal() {
+        format!("\x1b[H\x1b[2J{frame}")
+    } else {
+        format!("{frame}\n")
+    };
+    write_stdout(&text);
 }
 
 /// Prints a JSON result on stdout in JSON mode.
@@ -189,9 +286,10 @@ pub fn warn(line: &str) {
     }
 }
 
-/// Progress talk on stderr (silenced by `--quiet`).
+/// Progress talk on stderr (silenced by `--quiet` and `DOPROXY_PROGRESS=off`).
 pub fn note(line: &str) {
-    if !settings().quiet {
+    let s = settings();
+    if !s.quiet && s.progress != Progress::Off {
         stderr_line(&format!("doproxy: {line}"));
     }
 }
@@ -368,6 +466,23 @@ mod tests {
         for s in ["\n", "\x1b", "\u{85}", "\u{2066}"] {
             assert!(!escape(s).chars().any(char::is_control), "{s:?}");
         }
+    }
+
+    #[test]
+    fn progress_values() {
+        assert_eq!(parse_progress(None), Ok(None));
+        assert_eq!(parse_progress(Some("")), Ok(None));
+        assert_eq!(parse_progress(Some("off")), Ok(Some(Progress::Off)));
+        assert_eq!(parse_progress(Some("live")), Ok(Some(Progress::Live)));
+        assert_eq!(parse_progress(Some("plain")), Ok(Some(Progress::Plain)));
+        let e = parse_progress(Some("quiet")).unwrap_err();
+        assert!(e.contains("DOPROXY_PROGRESS") && e.contains("quiet"), "{e}");
+    }
+
+    #[test]
+    fn paint_only_when_on() {
+        assert_eq!(paint("UP", Paint::Green, false), "UP");
+        assert_eq!(paint("UP", Paint::Green, true), "\x1b[32mUP\x1b[0m");
     }
 
     #[test]

@@ -149,14 +149,15 @@ fn invalid_hostname_prefix() {
 
 #[test]
 fn template_errors_stop_before_anything_changes() {
-    case("template syntax", &["reload"], 1, "my.tera", |e| {
+    // An invalid template is a configuration error: exit 2.
+    case("template syntax", &["reload"], 2, "my.tera", |e| {
         e.write("my.tera", "global\n{% if %}\n");
         e.configure(|c| c.haproxy_template_file = Some("my.tera".into()));
     });
     case(
         "template unknown variable",
         &["create"],
-        1,
+        2,
         "no_such_var",
         |e| {
             e.write("my.tera", "global\n  maxconn {{ no_such_var }}\n");

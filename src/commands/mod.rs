@@ -7,6 +7,7 @@ pub mod generate;
 pub mod inventory;
 pub mod print;
 pub mod reload;
+pub mod status;
 pub mod watch;
 
 use crate::config::Config;

@@ -35,12 +35,12 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
                 escape(&d.status)
             )),
             None => {
-                // Reported, never dropped: the operator decides (`doproxy delete N`).
+                // Reported, never dropped: the operator decides.
                 say(&format!(
                     "{n}) (missing)  (pvt ip: , status: missing, id: {id})"
                 ));
                 warn(&format!(
-                    "inventory line {n}: droplet {id} does not exist (deleted outside doproxy?); `doproxy delete {n}` removes the line"
+                    "inventory line {n}: droplet {id} does not exist (deleted outside doproxy?); `doproxy inventory prune` drops the line once it is confirmed gone, `doproxy inventory forget {id}` at once"
                 ));
             }
         }

@@ -159,18 +159,23 @@ pub fn load_template(settings: &Settings) -> Result<Template> {
     }
 }
 
-/// Renders the template. Tera's top-level error hides the cause, so the whole chain is
-/// joined into the one line.
+/// Renders the template. Tera's top-level error hides the cause, so the whole chain goes
+/// into the message, its drawing of the place kept on indented lines. A template that
+/// does not parse or render is a configuration error (exit 2).
 pub fn render(template: &str, name: &str, ctx: &RenderContext<'_>) -> Result<String> {
     let mut tera = tera::Tera::default();
-    let chain = crate::error::chain;
+    let bad = |e: tera::Error| {
+        crate::usage_error(format!(
+            "template {name}: {}",
+            crate::error::chain_lines(&e)
+        ))
+    };
     // No autoescaping: this is not HTML (the name does not end in .html).
     tera.add_raw_template("haproxy.cfg", template)
-        .map_err(|e| anyhow!("template {name}: {}", chain(&e)))?;
+        .map_err(bad)?;
     let context = tera::Context::from_serialize(ctx)
-        .map_err(|e| anyhow!("template {name}: {}", chain(&e)))?;
-    tera.render("haproxy.cfg", &context)
-        .map_err(|e| anyhow!("template {name}: {}", chain(&e)))
+        .map_err(|e| anyhow!("template {name}: {}", crate::error::chain(&e)))?;
+    tera.render("haproxy.cfg", &context).map_err(bad)
 }
 
 /// The installed config's text, `None` when there is none yet.
@@ -513,10 +518,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("my.tera") && e.contains("nope"), "{e}");
-        let e = render("{% for %}", "my.tera", &ctx)
-            .unwrap_err()
-            .to_string();
+        let e = render("{% for %}", "my.tera", &ctx).unwrap_err();
+        assert_eq!(crate::error::exit_code(&e), crate::error::EXIT_USAGE);
+        let e = e.to_string();
         assert!(e.contains("my.tera"), "{e}");
-        assert!(!e.contains('\n'));
+        // Tera's drawing of the place keeps its lines, indented.
+        assert!(e.lines().count() > 2, "{e}");
+        assert!(e.lines().skip(1).all(|l| l.starts_with("  ")), "{e}");
     }
 }

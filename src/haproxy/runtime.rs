@@ -181,9 +181,154 @@ pub(super) async fn undrain(values: &TemplateValues, id: u64) {
     }
 }
 
+/// One server of the backend as HAProxy's `show stat` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServerStat {
+    /// The server's name (`www-<id>`).
+    pub server: String,
+    /// The droplet ID from the name, when it is doproxy's `www-<id>`.
+    pub id: Option<u64>,
+    /// HAProxy's status as shown: `UP`, `DOWN`, `DRAIN`, `MAINT`, `NOLB`, `no check`, or a
+    /// transition such as `UP 1/3` (going down) or `DOWN 1/2` (coming up).
+    pub status: String,
+    /// Seconds since the last UP/DOWN change (`lastchg`).
+    pub last_change_secs: Option<u64>,
+    /// The last health check's result (`check_status`: `L7OK`, `L4CON`, `L7STS`, …; a
+    /// check in progress is marked `* `).
+    pub check_status: Option<String>,
+    /// The last check's HTTP code (`check_code`), for layer-7 checks.
+    pub check_code: Option<u16>,
+    /// How long the last check took, in milliseconds (`check_duration`).
+    pub check_duration_ms: Option<u64>,
+    /// Current sessions (`scur`).
+    pub scur: u64,
+    /// Sessions per second over the last second (`rate`).
+    pub rate: u64,
+    /// Requests waiting in the server's queue (`qcur`).
+    pub qcur: u64,
+}
+
+impl ServerStat {
+    /// The status's first word in capitals: `UP`, `DOWN`, `DRAIN`, `MAINT`, `NOLB` or
+    /// `NO` (for `no check`).
+    pub fn state(&self) -> String {
+        self.status
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase()
+    }
+}
+
+/// The servers of `backend` in a `show stat` answer (CSV with a `# pxname,svname,…` header;
+/// columns are found by name, so a newer HAProxy's extra columns do not matter). The
+/// `BACKEND` and `FRONTEND` summary lines are left out.
+pub fn parse_show_stat(text: &str, backend: &str) -> Vec<ServerStat> {
+    let mut lines = text.lines();
+    let Some(header) = lines.find(|l| l.starts_with("# ")) else {
+        return Vec::new();
+    };
+    let names: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
+    let col = |name: &str| names.iter().position(|n| *n == name);
+    let (Some(px), Some(sv)) = (col("pxname"), col("svname")) else {
+        return Vec::new();
+    };
+    let at = |cols: &[&str], name: &str| -> Option<String> {
+        let v = cols.get(col(name)?)?.trim();
+        (!v.is_empty()).then(|| v.to_string())
+    };
+    let num = |cols: &[&str], name: &str| at(cols, name).and_then(|v| v.parse::<u64>().ok());
+    lines
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split(',').collect();
+            let server = cols.get(sv)?.to_string();
+            if cols.get(px) != Some(&backend) || server == "BACKEND" || server == "FRONTEND" {
+                return None;
+            }
+            Some(ServerStat {
+                id: server.strip_prefix("www-").and_then(|n| n.parse().ok()),
+                status: at(&cols, "status").unwrap_or_default(),
+                last_change_secs: num(&cols, "lastchg"),
+                check_status: at(&cols, "check_status"),
+                check_code: num(&cols, "check_code").and_then(|c| u16::try_from(c).ok()),
+                check_duration_ms: num(&cols, "check_duration"),
+                scur: num(&cols, "scur").unwrap_or(0),
+                rate: num(&cols, "rate").unwrap_or(0),
+                qcur: num(&cols, "qcur").unwrap_or(0),
+                server,
+            })
+        })
+        .collect()
+}
+
+/// Why the stats socket could not be asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatsUnavailable {
+    /// `haproxy.stats_socket` is null: there is no socket to ask.
+    NotConfigured,
+    /// The socket is configured but cannot be asked (HAProxy not running, not the socket
+    /// path of the running HAProxy, or no answer); the text says why.
+    Unreachable(String),
+}
+
+/// HAProxy's view of the backend's servers (`show stat` on the stats socket).
+pub async fn server_stats(
+    values: &TemplateValues,
+) -> std::result::Result<Vec<ServerStat>, StatsUnavailable> {
+    let Some(configured) = values.stats_socket.as_deref() else {
+        return Err(StatsUnavailable::NotConfigured);
+    };
+    let Some(sock) = stats_socket(values) else {
+        return Err(StatsUnavailable::Unreachable(format!(
+            "{configured} does not exist (is HAProxy running?)"
+        )));
+    };
+    match command(sock, "show stat").await {
+        Ok(text) => Ok(parse_show_stat(&text, BACKEND)),
+        Err(e) => Err(StatsUnavailable::Unreachable(format!("{e:#}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_show_stat_by_column_name() {
+        let out = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status,check_code,check_duration,\n\
+www-http,FRONTEND,,,0,1,2048,3,,,,,,,,,,OPEN,,,,,,,,,1,2,0,,,,0,0,0,1,,,,\n\
+www-backend,www-7,2,0,5,6,,9,,,,,,,,,,DRAIN,1,1,0,0,0,41,0,,1,3,1,,9,,2,3,,4,L7OK,200,1,\n\
+www-backend,www-9,0,0,0,0,,0,,,,,,,,,,DOWN,1,1,0,3,1,12,12,,1,3,2,,0,,2,0,,0,L4CON,,0,\n\
+www-backend,web-x,0,0,0,0,,0,,,,,,,,,,MAINT,1,1,0,0,0,7,0,,1,3,3,,0,,2,0,,0,,,,\n\
+www-backend,www-11,0,0,0,0,,0,,,,,,,,,,UP 1/3,1,1,0,0,0,7,0,,1,3,4,,0,,2,0,,0,* L7STS,503,2,\n\
+www-backend,BACKEND,2,0,5,6,205,9,,,,,,,,,,UP,1,1,0,,0,41,0,,1,3,0,,9,,1,3,,4,,,,\n\
+other,www-1,0,0,0,0,,0,,,,,,,,,,UP,1,1,0,0,0,7,0,,1,3,4,,0,,2,0,,0,L7OK,200,1,\n";
+        let stats = parse_show_stat(out, "www-backend");
+        assert_eq!(stats.len(), 4, "{stats:?}");
+        let s = &stats[0];
+        assert_eq!(
+            (
+                s.server.as_str(),
+                s.id,
+                s.status.as_str(),
+                s.state().as_str()
+            ),
+            ("www-7", Some(7), "DRAIN", "DRAIN")
+        );
+        assert_eq!((s.qcur, s.scur, s.rate), (2, 5, 3));
+        assert_eq!(s.last_change_secs, Some(41));
+        assert_eq!(
+            (s.check_status.as_deref(), s.check_code, s.check_duration_ms),
+            (Some("L7OK"), Some(200), Some(1))
+        );
+        assert_eq!(stats[1].check_status.as_deref(), Some("L4CON"));
+        assert_eq!(stats[1].check_code, None);
+        assert_eq!((stats[2].id, stats[2].check_status.clone()), (None, None));
+        assert_eq!(stats[3].state(), "UP");
+        assert_eq!(stats[3].status, "UP 1/3");
+        assert!(parse_show_stat("garbage\n", "www-backend").is_empty());
+    }
 
     #[test]
     fn finds_servers_forced_to_drain_or_maint() {
