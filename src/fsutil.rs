@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// `O_NOFOLLOW` on Linux (the `libc` value; `create_new` already refuses any existing path,
 /// symlinks included, so this is belt and braces).
-const O_NOFOLLOW: i32 = 0o400_000;
+pub const O_NOFOLLOW: i32 = 0o400_000;
 
 /// How much of the replaced file's permissions a new version may keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -45,12 +46,19 @@ impl FileLock {
 
     async fn acquire_as(path: &Path, timeout: Duration, dry_run: bool) -> Result<FileLock> {
         let opened = if dry_run {
-            OpenOptions::new().read(true).open(path)
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(crate::fsutil::O_NOFOLLOW)
+                .open(path)
         } else {
+            // A symlink planted at the lock's path is never followed (root would otherwise
+            // create or truncate its target).
             OpenOptions::new()
                 .create(true)
                 .truncate(false)
                 .write(true)
+                .mode(0o600)
+                .custom_flags(crate::fsutil::O_NOFOLLOW)
                 .open(path)
         };
         let file = match opened {
@@ -100,6 +108,19 @@ impl FileLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_planted_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        let lock = dir.path().join("inventory.lock");
+        std::os::unix::fs::symlink(&target, &lock).unwrap();
+        let e = FileLock::acquire(&lock, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("cannot open lock file"), "{e:#}");
+        assert!(!target.exists(), "the symlink's target was created");
+    }
 
     #[tokio::test]
     async fn lock_excludes_a_second_holder() {
