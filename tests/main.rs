@@ -15,4 +15,5 @@ mod etcd;
 mod faults;
 mod golden;
 mod operator;
+mod ordering;
 mod walkthrough;
