@@ -16,4 +16,5 @@ mod faults;
 mod golden;
 mod operator;
 mod ordering;
+mod secrets;
 mod walkthrough;
