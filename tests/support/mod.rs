@@ -32,10 +32,11 @@ pub fn haproxy_available() -> bool {
     tool_available("haproxy", "-v")
 }
 
-/// True when `socat` can be used (the ordering tests read HAProxy's stats socket with it
-/// from inside the reload command); like [`haproxy_available`], a failure when `CI` is set.
+/// True when `socat` and `curl` can be used (the ordering tests' reload command reads
+/// HAProxy's stats socket with socat and marks the simulator's log with curl); like
+/// [`haproxy_available`], a failure when `CI` is set.
 pub fn socat_available() -> bool {
-    tool_available("socat", "-V")
+    tool_available("socat", "-V") && tool_available("curl", "--version")
 }
 
 /// True when `tool arg` runs; when `CI` is set a missing tool fails the test instead of
@@ -378,7 +379,7 @@ impl TestEnv {
     /// - before reloading, it appends HAProxy's `show servers state www-backend` (asked on
     ///   the stats socket with `socat`, at the moment the reload runs) to `reload-states.log`,
     ///   after a line `=== reload`;
-    /// - after reloading, it sends `GET /v2/_reload_mark` to the simulator (answered 401:
+    /// - after reloading, it sends `GET /v2/_reload_mark` (curl) to the simulator (answered 401:
     ///   no token), which puts the moment of the reload into the simulator's request log,
     ///   between the API requests doproxy made before and after it.
     ///
@@ -389,7 +390,7 @@ impl TestEnv {
         let sock = self.path("admin.sock");
         let port = self.sim.addr().port();
         let traced = format!(
-            "{{ echo '=== reload'; echo 'show servers state www-backend' | socat -t 2 - UNIX-CONNECT:{sock} 2>&1; }} >> {log}; {reload}; rc=$?; printf 'GET /v2/_reload_mark HTTP/1.0\\r\\nHost: sim\\r\\n\\r\\n' | socat -t 2 - TCP:127.0.0.1:{port} > /dev/null 2>&1; exit $rc",
+            "{{ echo '=== reload'; echo 'show servers state www-backend' | socat -t 2 - UNIX-CONNECT:{sock} 2>&1; }} >> {log}; {reload}; rc=$?; curl -s -m 5 -o /dev/null http://127.0.0.1:{port}/v2/_reload_mark; exit $rc",
             sock = sock.display(),
             log = log.display(),
         );
