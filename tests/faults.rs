@@ -2,6 +2,7 @@
 //! connection resets after a create, broken templates and failing or ineffective reloads.
 //! Each test prints its figures (run with `--nocapture` to see them).
 
+use crate::support::proxy::{Act, ApiProxy};
 use crate::support::*;
 use do_sim::{Faults, SimOptions};
 use doproxy::inventory::Inventory;
@@ -608,4 +609,79 @@ fn a_run_killed_between_install_and_reload_converges() {
     // Now it really is up to date.
     let r = env.run(&["reload"]).ok();
     assert!(r.stderr.contains("up to date"), "{}", r.stderr);
+}
+
+#[test]
+fn a_create_killed_before_its_answer_arrives_is_adopted_by_the_next_command() {
+    let env = TestEnv::new();
+    // Every create is carried out at once, but its answer is held back for 5 s: a kill in
+    // that window leaves a droplet that exists, billed, whose ID doproxy never saw.
+    let proxy = ApiProxy::start(
+        &env.sim.url(),
+        Box::new(|method, _, _| match method {
+            "POST" => Act::PassSlowly(Duration::from_secs(5)),
+            _ => Act::Pass,
+        }),
+    );
+    let api = proxy.url();
+    env.configure(|c| c.api_url = Some(api));
+    for next in ["print", "reload"] {
+        let what = format!("killed create, then {next}");
+        let mut child = env.spawn(&["create"]);
+        let started = Instant::now();
+        let d = loop {
+            let inv = env.inventory();
+            if let Some(d) = env
+                .sim
+                .droplets()
+                .into_iter()
+                .find(|d| !inv.contains(&d.id))
+            {
+                break d;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "[{what}] the create did not reach the API"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "[{what}] create still waits for the answer"
+        );
+        child.kill().unwrap(); // SIGKILL, by its PID
+        wait_with_deadline(&mut child, Duration::from_secs(10));
+        // The droplet exists, its ID is nowhere, its name is in the journal.
+        assert!(!env.inventory().contains(&d.id), "[{what}]");
+        assert_eq!(orphans_of_a_kill(&env, &what), vec![d.name.clone()]);
+        // The next command adopts it: in the inventory, not an orphan, out of the journal.
+        let r = env.run(&[next]).ok();
+        assert!(
+            r.stderr.contains(&format!(
+                "droplet {} ({}) of an interrupted create is adopted",
+                d.id, d.name
+            )),
+            "[{what}] {}",
+            r.stderr
+        );
+        assert!(
+            !r.stderr.contains("carries the tag"),
+            "[{what}] {}",
+            r.stderr
+        );
+        assert!(env.inventory().contains(&d.id), "[{what}]");
+        assert!(
+            !journal(&env).creating.iter().any(|i| i.name == d.name),
+            "[{what}] adopted, so settled"
+        );
+        assert_no_orphans(&env, &what);
+    }
+    // Once active, the adopted droplets are served like any other.
+    std::thread::sleep(Duration::from_millis(200));
+    env.run(&["reload"]).ok();
+    let inv = env.inventory();
+    assert_eq!(inv.len(), 2);
+    for id in inv {
+        assert!(env.installed().contains(&format!("server www-{id} ")));
+    }
 }

@@ -6,7 +6,7 @@
 //! honour `retry-after` (measured between arrivals at a scripted proxy), and a failed
 //! delete is retried exactly `retry.max_attempts` times.
 
-use crate::support::proxy::{ApiProxy, Reply};
+use crate::support::proxy::{Act, ApiProxy, Reply};
 use crate::support::*;
 use std::time::Duration;
 
@@ -147,7 +147,11 @@ fn a_failed_api_delete_keeps_the_line_and_the_droplet_and_is_retried_max_attempt
     let proxy = ApiProxy::start(
         &env.sim.url(),
         Box::new(|method, _, _| {
-            (method == "DELETE").then(|| Reply::error(500, "server_error", &[]))
+            if method == "DELETE" {
+                Act::Answer(Reply::error(500, "server_error", &[]))
+            } else {
+                Act::Pass
+            }
         }),
     );
     let api = proxy.url();
@@ -240,13 +244,15 @@ fn a_429_with_retry_after_is_retried_no_sooner_than_asked() {
     let proxy = ApiProxy::start(
         &env.sim.url(),
         Box::new(|method, target, n| {
-            (n == 0 && method == "GET" && target.starts_with("/v2/droplets?")).then(|| {
-                Reply::error(
+            if n == 0 && method == "GET" && target.starts_with("/v2/droplets?") {
+                Act::Answer(Reply::error(
                     429,
                     "too_many_requests",
                     &[("retry-after", "1"), ("ratelimit-remaining", "0")],
-                )
-            })
+                ))
+            } else {
+                Act::Pass
+            }
         }),
     );
     let api = proxy.url();

@@ -1,6 +1,8 @@
 //! A scripted stand-in for the API in front of do-sim, on 127.0.0.1: each request is
 //! handed to a rule, which may answer it (a 429 with `retry-after`, a 500 for every
-//! DELETE, ...); the rest are passed to the simulator unchanged. Every request's arrival
+//! DELETE, ...) or pass it on but hold the simulator's answer back for a while (a create
+//! carried out whose answer has not arrived yet); the rest are passed to the simulator
+//! unchanged. Every request's arrival
 //! is logged with an `Instant`, so a test can measure the gap between a request and its
 //! retry. One request per connection (`connection: close` on every answer). It stops when
 //! dropped, or by itself after 5 minutes.
@@ -22,6 +24,18 @@ pub struct Seen {
     pub at: Instant,
     /// The status of the rule's answer, or `None` when passed to the simulator.
     pub scripted: Option<u16>,
+}
+
+/// What a rule does with a request.
+#[derive(Debug, Clone)]
+pub enum Act {
+    /// Pass it to the simulator and its answer back.
+    Pass,
+    /// Answer it instead of the simulator.
+    Answer(Reply),
+    /// Pass it to the simulator (which carries it out), then hold the answer back for
+    /// this long before passing it on.
+    PassSlowly(Duration),
 }
 
 /// A rule's answer.
@@ -50,7 +64,7 @@ impl Reply {
 }
 
 /// Decides about one request: `(method, target, requests seen before it)`.
-pub type Rule = Box<dyn Fn(&str, &str, usize) -> Option<Reply> + Send + Sync>;
+pub type Rule = Box<dyn Fn(&str, &str, usize) -> Act + Send + Sync>;
 
 /// A running proxy.
 pub struct ApiProxy {
@@ -166,18 +180,33 @@ fn serve(mut s: TcpStream, upstream: SocketAddr, log: &Mutex<Vec<Seen>>, rule: &
     let method = words.next().unwrap_or_default().to_string();
     let target = words.next().unwrap_or_default().to_string();
     // Decide and log under one lock: the count a rule sees is the request's place.
-    let reply = {
+    let act = {
         let mut log = log.lock().unwrap();
-        let reply = rule(&method, &target, log.len());
+        let act = rule(&method, &target, log.len());
         log.push(Seen {
             method: method.clone(),
             target,
             at,
-            scripted: reply.as_ref().map(|r| r.status),
+            scripted: match &act {
+                Act::Answer(r) => Some(r.status),
+                _ => None,
+            },
         });
-        reply
+        act
     };
-    if let Some(r) = reply {
+    let hold = match act {
+        Act::Pass => Duration::ZERO,
+        Act::PassSlowly(d) => d,
+        Act::Answer(r) => {
+            answer(&mut s, &r);
+            return;
+        }
+    };
+    pass(&mut s, upstream, &head, &body, hold);
+}
+
+fn answer(s: &mut TcpStream, r: &Reply) {
+    {
         let mut text = format!(
             "HTTP/1.1 {} Scripted\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
             r.status,
@@ -189,17 +218,20 @@ fn serve(mut s: TcpStream, upstream: SocketAddr, log: &Mutex<Vec<Seen>>, rule: &
         text.push_str("\r\n");
         text.push_str(&r.body);
         let _ = s.write_all(text.as_bytes());
-        return;
     }
+}
+
+fn pass(s: &mut TcpStream, upstream: SocketAddr, head: &[u8], body: &[u8], hold: Duration) {
     let Ok(mut up) = TcpStream::connect_timeout(&upstream, Duration::from_secs(5)) else {
         return; // the client sees a reset
     };
     let _ = up.set_read_timeout(Some(Duration::from_secs(30)));
-    if up.write_all(&closing(&head)).is_err() || up.write_all(&body).is_err() {
+    if up.write_all(&closing(head)).is_err() || up.write_all(body).is_err() {
         return;
     }
     let mut answer = Vec::new();
     let _ = up.read_to_end(&mut answer);
+    std::thread::sleep(hold);
     let Some(i) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
         return;
     };
