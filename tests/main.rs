@@ -16,5 +16,6 @@ mod faults;
 mod golden;
 mod operator;
 mod ordering;
+mod polling;
 mod secrets;
 mod walkthrough;
