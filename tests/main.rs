@@ -8,6 +8,7 @@
 
 mod support;
 
+mod client;
 mod cluster;
 mod commands;
 mod errors;
