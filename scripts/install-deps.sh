@@ -2,7 +2,8 @@
 # Installs what doproxy's tests and sandbox demo need on a Debian/Ubuntu machine: HAProxy
 # (the integration tests drive a real one on 127.0.0.1), etcd (the etcd inventory backend's
 # tests start their own on loopback ports; etcdctl sets up authentication in one, openssl
-# makes a private CA for the TLS one) and curl.
+# makes a private CA for the TLS one), socat (the ordering tests read HAProxy's stats socket
+# with it from inside the reload command) and curl.
 # Idempotent.
 set -euo pipefail
 missing=()
@@ -11,6 +12,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
@@ -29,3 +31,4 @@ apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
 command -v haproxy >/dev/null
 command -v etcd >/dev/null
 command -v etcdctl >/dev/null
+command -v socat >/dev/null

@@ -481,8 +481,12 @@ async fn run(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> {
     }
     let cfg = load_config(config)?;
     let ctx = commands::Ctx::new(cfg)?;
-    if matches!(command, Command::Reload(ReloadArgs { watch: true, .. })) {
-        // The watch handles its signals itself (it finishes its pass and exits 0).
+    if matches!(
+        command,
+        Command::Reload(ReloadArgs { watch: true, .. })
+            | Command::Status(StatusArgs { watch: true, .. })
+    ) {
+        // The watch modes handle their signals themselves (they finish the pass and exit 0).
         return dispatch(&ctx, command).await;
     }
     use tokio::signal::unix::{signal, SignalKind};

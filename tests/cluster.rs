@@ -46,29 +46,17 @@ impl Drop for Procs {
     fn drop(&mut self) {
         for c in &mut self.children {
             let _ = c.kill();
-            let _ = c.wait();
+            let _ = try_wait_until(c, Instant::now() + Duration::from_secs(10));
         }
         for p in &self.pidfiles {
             if let Some(pid) = std::fs::read_to_string(p)
                 .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
+                .and_then(|s| s.trim().parse::<u32>().ok())
             {
-                let _ = Command::new("kill")
-                    .arg("-TERM")
-                    .arg(pid.to_string())
-                    .stderr(Stdio::null())
-                    .status();
+                signal(pid, "TERM");
             }
         }
     }
-}
-
-fn spawn(env: &TestEnv, args: &[&str]) -> Child {
-    env.command(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 /// Like [`spawn`], with stderr going to `log` in the temp dir.
@@ -100,20 +88,36 @@ fn servers_in(env: &TestEnv, rel: &str) -> HashSet<u64> {
         .collect()
 }
 
-/// Waits until both nodes' installed configs list exactly `want`; returns how long it took.
+/// The droplet IDs an HAProxy serves, asked on its stats socket (`None` while it is not
+/// running yet).
+fn served_by(sock: &std::path::Path) -> Option<HashSet<u64>> {
+    let answer = try_stats_command(sock, "show servers state www-backend").ok()?;
+    Some(
+        parse_admin_states(&answer)
+            .iter()
+            .filter_map(|(n, _)| n.strip_prefix("www-")?.parse().ok())
+            .collect(),
+    )
+}
+
+/// Waits until both nodes' running HAProxy instances serve exactly `want` (read on each
+/// one's stats socket) and their installed configs say the same; returns how long it took.
 fn converge(env: &TestEnv, want: &HashSet<u64>, timeout: Duration) -> Duration {
     let started = Instant::now();
     loop {
-        let a = servers_in(env, "etc/haproxy.cfg");
-        let b = servers_in(env, "etc-b/haproxy-b.cfg");
-        if &a == want && &b == want {
-            return started.elapsed();
+        let a = served_by(&env.path("admin.sock"));
+        let b = served_by(&env.path("admin-b.sock"));
+        if a.as_ref() == Some(want) && b.as_ref() == Some(want) {
+            let took = started.elapsed();
+            assert_eq!(&servers_in(env, "etc/haproxy.cfg"), want);
+            assert_eq!(&servers_in(env, "etc-b/haproxy-b.cfg"), want);
+            return took;
         }
         assert!(
             started.elapsed() < timeout,
-            "nodes did not converge on {want:?}: A {a:?}, B {b:?}\nwatch A: {}\nwatch B: {}",
-            env.read("watch-a.log"),
-            env.read("watch-b.log")
+            "nodes did not converge on {want:?}: A serves {a:?}, B serves {b:?}\nwatch A: {}\nwatch B: {}",
+            env.read_output("watch-a.log"),
+            env.read_output("watch-b.log")
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -187,23 +191,19 @@ fn two_nodes_racing_creates_record_every_droplet_once() {
     let started = Instant::now();
     let children: Vec<Child> = (0..8)
         .map(|i| {
-            spawn(
-                &env,
-                &[
-                    "-c",
-                    if i % 2 == 0 {
-                        "doproxy.yml"
-                    } else {
-                        "node-b.yml"
-                    },
-                    "create",
-                ],
-            )
+            env.spawn(&[
+                "-c",
+                if i % 2 == 0 {
+                    "doproxy.yml"
+                } else {
+                    "node-b.yml"
+                },
+                "create",
+            ])
         })
         .collect();
     for c in children {
-        let o = c.wait_with_output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        env.finish(c, RUN_DEADLINE).ok();
     }
     let elapsed = started.elapsed();
     let ids = export(&env, "doproxy.yml");
@@ -266,15 +266,22 @@ fn three_member_cluster_loses_nothing_and_watchers_converge() {
         .ok();
     times.push(converge(&env, &active_ids(&env), Duration::from_secs(15)));
 
-    // 2. Kill the leader mid-sequence; creates and deletes go on from both nodes.
-    let victim = etcd.leader().unwrap_or(0);
+    // 2. Kill the leader mid-sequence; creates and deletes go on from both nodes. The
+    //    leader is found for real: the member every member's status names.
+    let victim = etcd.wait_leader(Duration::from_secs(10));
+    let victim_pid = etcd.pid(victim).unwrap();
     etcd.kill_member(victim);
+    assert!(!signal(victim_pid, "0"), "the leader's process is gone");
     env.run(&["-c", "node-b.yml", "create"]).ok();
     times.push(converge(&env, &active_ids(&env), Duration::from_secs(20)));
     let first = export(&env, "doproxy.yml")[0];
     let r = env.run(&["-c", "node-b.yml", "delete", "0"]).ok();
     assert!(r.stdout.contains(&format!("Success: {first} deleted")));
     times.push(converge(&env, &active_ids(&env), Duration::from_secs(20)));
+
+    // The survivors elected another leader.
+    let new_leader = etcd.wait_leader(Duration::from_secs(10));
+    assert_ne!(new_leader, victim);
 
     // 3. The member comes back; more changes.
     etcd.restart_member(victim);
@@ -297,18 +304,15 @@ fn three_member_cluster_loses_nothing_and_watchers_converge() {
     assert_eq!(b.distinct(3).len(), 3);
     // The watchers stop cleanly on SIGTERM.
     for c in &procs.children {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
+        assert!(signal(c.id(), "TERM"));
     }
     for mut c in procs.children.drain(..) {
-        let status = c.wait().unwrap();
+        let status = wait_with_deadline(&mut c, Duration::from_secs(10));
         assert!(status.success(), "watch exit: {status:?}");
     }
     for log in ["watch-a.log", "watch-b.log"] {
         assert!(
-            env.read(log).contains("watch stopped"),
+            env.read_output(log).contains("watch stopped"),
             "{log}: {}",
             env.read(log)
         );
@@ -346,17 +350,15 @@ struct TlsEtcd(Child);
 impl Drop for TlsEtcd {
     fn drop(&mut self) {
         let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = try_wait_until(&mut self.0, Instant::now() + Duration::from_secs(10));
     }
 }
 
 fn sh(dir: &std::path::Path, script: &str) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .expect("run sh");
+    let out = run_with_deadline(
+        Command::new("sh").arg("-c").arg(script).current_dir(dir),
+        TOOL_DEADLINE,
+    );
     assert!(
         out.status.success(),
         "{script}: {}",
@@ -477,7 +479,7 @@ fn etcd_over_mutual_tls_with_a_private_ca() {
 
 /// The server names the HAProxy behind the stats socket `sock` serves (empty when it does
 /// not answer).
-fn served_by(sock: &std::path::Path) -> Vec<String> {
+fn served_names(sock: &std::path::Path) -> Vec<String> {
     use std::io::{Read, Write};
     let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) else {
         return Vec::new();
@@ -527,14 +529,14 @@ fn two_watching_nodes(n: usize) -> Option<(TestEnv, EtcdCluster, Procs)> {
     env.run(&["-c", "doproxy.yml", "create", "--count", &n.to_string()])
         .ok();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while served_by(&env.path("admin.sock")).len() != n
-        || served_by(&env.path("admin-b.sock")).len() != n
+    while served_names(&env.path("admin.sock")).len() != n
+        || served_names(&env.path("admin-b.sock")).len() != n
     {
         assert!(
             Instant::now() < deadline,
             "the nodes did not serve {n}: A {:?} B {:?}\n{}\n{}",
-            served_by(&env.path("admin.sock")),
-            served_by(&env.path("admin-b.sock")),
+            served_names(&env.path("admin.sock")),
+            served_names(&env.path("admin-b.sock")),
             env.read("watch-a.log"),
             env.read("watch-b.log")
         );
@@ -548,8 +550,8 @@ fn a_deleted_etcd_key_empties_no_load_balancer() {
     let Some((env, etcd, _procs)) = two_watching_nodes(2) else {
         return;
     };
-    let before_a = served_by(&env.path("admin.sock"));
-    let before_b = served_by(&env.path("admin-b.sock"));
+    let before_a = served_names(&env.path("admin.sock"));
+    let before_b = served_names(&env.path("admin-b.sock"));
     // Someone deletes the inventory key under both watchers.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -581,8 +583,8 @@ fn a_deleted_etcd_key_empties_no_load_balancer() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(served_by(&env.path("admin.sock")), before_a);
-    assert_eq!(served_by(&env.path("admin-b.sock")), before_b);
+    assert_eq!(served_names(&env.path("admin.sock")), before_a);
+    assert_eq!(served_names(&env.path("admin-b.sock")), before_b);
 }
 
 #[test]
@@ -602,8 +604,8 @@ fn no_node_routes_to_a_droplet_when_it_is_destroyed() {
             let mut samples: Vec<(Instant, bool, bool)> = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(30);
             while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
-                let a = served_by(&sock_a).contains(&server);
-                let b = served_by(&sock_b).contains(&server);
+                let a = served_names(&sock_a).contains(&server);
+                let b = served_names(&sock_b).contains(&server);
                 samples.push((Instant::now(), a, b));
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -636,4 +638,56 @@ fn no_node_routes_to_a_droplet_when_it_is_destroyed() {
         .collect();
     assert_eq!(deletes.len(), 1, "{deletes:?}");
     assert!(!env.sim.droplets().iter().any(|d| d.id == victim));
+}
+
+#[test]
+fn etcd_passwords_never_appear_in_any_output() {
+    const PASSWORD: &str = "etcd-pw-81b2c3";
+    const WRONG: &str = "etcd-wrong-pw-7d6e";
+    let Some(etcd) = crate::support::etcd::EtcdCluster::start_with(1, &["--auth-token", "simple"])
+    else {
+        return;
+    };
+    let env = TestEnv::new();
+    let ep = etcd.endpoint(0);
+    for args in [
+        vec!["user".to_string(), "add".into(), format!("root:{PASSWORD}")],
+        vec!["auth".into(), "enable".into()],
+    ] {
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={ep}"))
+            .args(&args);
+        let out = run_with_deadline(&mut cmd, TOOL_DEADLINE);
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let with_password = |password: &str| {
+        let mut c = etcd_config(&env, &etcd);
+        c.inventory.username = Some("root".into());
+        c.inventory.password = Some(password.into());
+        env.write_config(&c);
+    };
+    with_password(PASSWORD);
+    env.run(&["-v", "inventory", "init"]).ok();
+    // Every run's output is checked for both passwords (and the token) by the harness.
+    env.run(&["-v", "create"]).ok();
+    env.run(&["-v", "print"]).ok();
+    env.run(&["-o", "json", "reload", "--force"]).ok();
+    assert_eq!(export(&env, "doproxy.yml").len(), 1);
+    with_password(WRONG);
+    assert!(
+        env.secrets().iter().any(|s| s == PASSWORD) && env.secrets().iter().any(|s| s == WRONG)
+    );
+    let r = env.run(&["-v", "print"]).code(1);
+    assert!(r.stderr.contains("etcd"), "{}", r.stderr);
+    env.run(&["-o", "json", "delete", "0"]).code(1);
+    assert_eq!(
+        env.sim.droplets().len(),
+        1,
+        "a refused store changes nothing"
+    );
 }

@@ -34,7 +34,10 @@ fn no_arguments_lists_the_five_commands() {
 #[test]
 fn create_count_records_tags_and_renders_every_droplet() {
     let env = TestEnv::new();
+    env.count_reloads();
     let r = env.run(&["create", "--count", "3"]).ok();
+    // Created together, ready together: one reload for the group (README), not three.
+    assert_eq!(env.reloads(), 1, "{}", r.stderr);
     let ids = success_ids(&r.stdout);
     assert_eq!(ids.len(), 3, "{}", r.stdout);
     let mut inv = env.inventory();
@@ -74,6 +77,61 @@ fn create_count_records_tags_and_renders_every_droplet() {
     assert_eq!(posts, 1);
     // The rendered copy (haproxy_cfg_file) and the installed one agree.
     assert_eq!(env.read("haproxy.cfg"), env.installed());
+}
+
+#[test]
+fn create_sends_ten_names_per_request() {
+    let env = TestEnv::new();
+    let r = env.run(&["create", "--count", "11"]).ok();
+    assert_eq!(success_ids(&r.stdout).len(), 11, "{}", r.stdout);
+    let posts = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(posts, 2, "11 names: one request of ten, one of one");
+    assert_eq!(env.inventory().len(), 11);
+    assert_eq!(env.sim.droplets().len(), 11);
+}
+
+#[test]
+fn create_records_the_id_while_the_droplet_is_still_new() {
+    // Droplets take 3 s to boot: long enough to look at the inventory meanwhile.
+    let opts = do_sim::SimOptions {
+        active_after: std::time::Duration::from_secs(3),
+        ..fast_sim_options()
+    };
+    let env = TestEnv::with_options(opts, false);
+    let mut child = env.spawn(&["create"]);
+    let started = std::time::Instant::now();
+    let id = loop {
+        if let Some(id) = env.inventory().first() {
+            break *id;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "create ended before its droplet's ID reached the inventory"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(2500),
+            "no ID in the inventory {:?} after the create: {:?}",
+            started.elapsed(),
+            env.sim.droplets()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    // Seen in the inventory while the droplet is still booting and create still waits.
+    let droplets = env.sim.droplets();
+    assert_eq!(droplets.len(), 1, "{droplets:?}");
+    assert_eq!((droplets[0].id, droplets[0].status.as_str()), (id, "new"));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "create is still waiting for the droplet"
+    );
+    let r = env.finish(child, RUN_DEADLINE).ok();
+    assert_eq!(success_ids(&r.stdout), vec![id]);
+    assert_eq!(env.inventory(), vec![id]);
 }
 
 #[test]
@@ -215,20 +273,21 @@ fn token_from_environment() {
 #[test]
 fn config_flag_and_relative_paths() {
     let env = TestEnv::new();
-    let r = std::process::Command::new(env!("CARGO_BIN_EXE_doproxy"))
-        .args([
-            "--config",
-            &env.path("doproxy.yml").display().to_string(),
-            "print",
-        ])
-        .current_dir("/")
-        .env_remove("DIGITALOCEAN_ACCESS_TOKEN")
-        .env_remove("DIGITALOCEAN_TOKEN")
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    assert_eq!(
+    let mut cmd = env.command(&[
+        "--config",
+        &env.path("doproxy.yml").display().to_string(),
+        "print",
+    ]);
+    cmd.current_dir("/");
+    let r = run_with_deadline(&mut cmd, RUN_DEADLINE);
+    let (stdout, stderr) = (
         String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr),
+    );
+    env.check_secrets("doproxy --config", &format!("{stdout}{stderr}"));
+    assert!(r.status.success(), "{stderr}");
+    assert_eq!(
+        stdout,
         "The inventory file is empty. Use the create command.\n"
     );
 }
@@ -308,7 +367,11 @@ fn print_with_200_droplets_lists_instead_of_one_get_per_line() {
         .iter()
         .filter(|r| r.path.starts_with("/v2/droplets/"))
         .collect();
-    assert!(lists <= 2, "{lists} list requests for 200 tagged droplets");
+    // The README's figure: ceil(N/200) list requests; 200 tagged droplets are one page.
+    assert_eq!(
+        lists, 1,
+        "{lists} list requests for 200 tagged droplets: {log:?}"
+    );
     assert_eq!(
         gets.len(),
         5,
@@ -373,17 +436,17 @@ fn watch_with_the_file_backend_follows_the_inventory_and_stops_on_sigterm() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let took = started.elapsed();
-    std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}: {}", env.read("watch.log"));
-    assert!(env.read("watch.log").contains("watch stopped"));
+    assert!(signal(child.id(), "TERM"));
+    let status = wait_with_deadline(&mut child, std::time::Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "{status:?}: {}",
+        env.read_output("watch.log")
+    );
+    assert!(env.read_output("watch.log").contains("watch stopped"));
     // JSON Lines on stdout: one object per reload.
     let events: Vec<serde_json::Value> = env
-        .read("watch.out")
+        .read_output("watch.out")
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();

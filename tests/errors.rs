@@ -122,6 +122,14 @@ fn delete_line_number_problems() {
         "line 5 does not exist",
         |_| {},
     );
+    // The first line past the end (the inventory has one line, 0).
+    case(
+        "one past the end",
+        &["delete", "1"],
+        2,
+        "line 1 does not exist in the inventory (valid: 0 to 0)",
+        |_| {},
+    );
     case("negative", &["delete", "-1"], 2, "-1", |_| {});
     case("not a number", &["delete", "two"], 2, "two", |_| {});
     case("missing number", &["delete"], 2, "LINE_NUMBER", |_| {});

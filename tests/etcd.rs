@@ -626,7 +626,7 @@ async fn etcd_cluster_survives_killing_the_member_in_use() {
         return;
     };
     // Talk to the leader first, so that killing "our" member also forces an election.
-    let leader = etcd.leader().unwrap_or(0);
+    let leader = etcd.wait_leader(Duration::from_secs(10));
     let mut order = vec![leader];
     order.extend((0..3).filter(|&i| i != leader));
     let endpoints: Vec<String> = order.iter().map(|&i| etcd.endpoint(i)).collect();
@@ -716,7 +716,7 @@ async fn etcd_cluster_survives_killing_the_member_in_use() {
         .iter()
         .find(|(e, _)| e.key() == "c/k15")
         .map(|(_, at)| at.saturating_duration_since(killed_at));
-    let new_leader = etcd.leader();
+    let new_leader = Some(etcd.wait_leader(Duration::from_secs(10)));
     eprintln!(
         "etcd cluster: killed member {leader} (the leader, in use); new leader {new_leader:?}; first put acknowledged {:?} after the kill; watch delivered that put {first_event_after_kill:?} after the kill; worst watch lag behind a put acknowledged after the kill {lag_after_kill:?}; {} events, {} keys",
         first_ack_after_kill.map(|t| t.saturating_duration_since(killed_at)),
@@ -819,7 +819,11 @@ async fn etcd_auth_tokens_are_used_refreshed_and_the_password_never_shown() {
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={ep}"))
             .args(&args)
-            .output();
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map(|c| crate::support::output_with_deadline(c, crate::support::TOOL_DEADLINE));
         match out {
             Ok(o) if o.status.success() => {}
             Ok(o) => panic!("etcdctl {args:?}: {}", String::from_utf8_lossy(&o.stderr)),

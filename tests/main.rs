@@ -10,6 +10,7 @@ mod support;
 
 mod autoscale;
 mod blast;
+mod client;
 mod cluster;
 mod commands;
 mod errors;
@@ -20,6 +21,9 @@ mod hostile;
 mod hygiene;
 mod matrix;
 mod operator;
+mod ordering;
+mod polling;
 mod readme;
+mod secrets;
 mod status;
 mod walkthrough;

@@ -317,12 +317,14 @@ fn a_closed_stdout_is_not_an_error() {
         // The read end is closed before doproxy starts: every write to stdout fails (EPIPE).
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let out = env
+        let child = env
             .command(args)
+            .stdin(std::process::Stdio::null())
             .stdout(writer)
             .stderr(std::process::Stdio::piped())
-            .output()
+            .spawn()
             .unwrap();
+        let out = output_with_deadline(child, RUN_DEADLINE);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");

@@ -21,10 +21,11 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 pub fn etcd_available() -> bool {
     let found = Command::new("etcd")
         .arg("--version")
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+        .spawn()
+        .is_ok_and(|mut c| super::wait_with_deadline(&mut c, super::TOOL_DEADLINE).success());
     if !found {
         if std::env::var_os("CI").is_some() {
             panic!("etcd is not installed, and CI is set: the etcd tests must not be skipped");
@@ -220,12 +221,18 @@ impl EtcdCluster {
         self.members[i].child = Some(child);
     }
 
-    /// Kills member `i` with SIGKILL (by its PID) and reaps it.
+    /// Kills member `i` with SIGKILL (by its PID) and reaps it (waiting at most 10 s: this
+    /// runs in `Drop` too, so it never panics).
     pub fn kill_member(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {
             let _ = child.kill();
-            let _ = child.wait();
+            let _ = super::try_wait_until(&mut child, Instant::now() + Duration::from_secs(10));
         }
+    }
+
+    /// Member `i`'s process ID, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(Child::id)
     }
 
     /// Starts member `i` again on its data dir and waits until it is healthy.
@@ -273,7 +280,25 @@ impl EtcdCluster {
             .is_some_and(|(code, body)| code == 200 && body.contains("\"true\""))
     }
 
-    /// The index of the current leader, as seen by the running members.
+    /// The index of the leader the running members agree on, asked again until `timeout`
+    /// (an election may be under way); panics when none is found.
+    pub fn wait_leader(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.leader() {
+                return i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no etcd member is the leader after {timeout:?} (asked /v3/maintenance/status of each running member)"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The index of the current leader, as seen by the running members: each member's
+    /// `/v3/maintenance/status` names the leader's member ID and its own
+    /// (`header.member_id`); the leader is the member whose ID every answer names.
     pub fn leader(&self) -> Option<usize> {
         let mut ids: Vec<Option<String>> = vec![None; self.members.len()];
         let mut leader = None;
@@ -289,8 +314,11 @@ impl EtcdCluster {
                 continue;
             };
             ids[i] = v["header"]["member_id"].as_str().map(str::to_string);
-            if let Some(l) = v["leader"].as_str() {
-                leader = Some(l.to_string());
+            match (v["leader"].as_str(), &leader) {
+                (Some(l), None) => leader = Some(l.to_string()),
+                (Some(l), Some(seen)) if l == seen => {}
+                // Members disagree (an election in progress), or one has no leader.
+                _ => return None,
             }
         }
         let leader = leader?;

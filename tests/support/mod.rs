@@ -6,14 +6,22 @@
 
 mod command;
 pub mod etcd;
+pub mod proc;
+pub mod proxy;
 
 pub use do_sim::sandbox::{self, DoproxyConfig, InventoryOptions};
 use do_sim::{Sim, SimOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+pub use proc::{
+    output_with_deadline, run_with_deadline, signal, try_wait_until, wait_with_deadline,
+    RUN_DEADLINE, TOOL_DEADLINE,
+};
 
 /// The simulator's token in every test config.
 pub const TOKEN: &str = "sim-token-7f3a9c";
@@ -21,16 +29,32 @@ pub const TOKEN: &str = "sim-token-7f3a9c";
 /// True when HAProxy can be used; when `CI` is set a missing HAProxy fails the test instead
 /// of skipping it.
 pub fn haproxy_available() -> bool {
-    let found = Command::new("haproxy")
-        .arg("-v")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    tool_available("haproxy", "-v")
+}
+
+/// True when `socat` and `curl` can be used (the ordering tests' reload command reads
+/// HAProxy's stats socket with socat and marks the simulator's log with curl); like
+/// [`haproxy_available`], a failure when `CI` is set.
+pub fn socat_available() -> bool {
+    tool_available("socat", "-V") && tool_available("curl", "--version")
+}
+
+/// True when `tool arg` runs; when `CI` is set a missing tool fails the test instead of
+/// skipping it.
+fn tool_available(tool: &str, arg: &str) -> bool {
+    let found = Command::new(tool)
+        .arg(arg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .is_ok_and(|mut c| wait_with_deadline(&mut c, TOOL_DEADLINE).success());
     if !found {
         if std::env::var_os("CI").is_some() {
-            panic!("HAProxy is not installed, and CI is set: integration tests that need it must not be skipped");
+            panic!("{tool} is not installed, and CI is set: integration tests that need it must not be skipped (scripts/install-deps.sh installs it)");
         }
         eprintln!(
-            "SKIPPED: haproxy is not installed (install it, or set CI to make this a failure)"
+            "SKIPPED: {tool} is not installed (install it, or set CI to make this a failure)"
         );
     }
     found
@@ -67,6 +91,9 @@ pub struct TestEnv {
     pub frontend_port: u16,
     pub backend_port: u16,
     haproxy: bool,
+    /// Every secret this test configured (tokens good and bad, the stats password, the
+    /// etcd password): no output of any process the test runs may contain one.
+    secrets: Mutex<Vec<String>>,
 }
 
 /// The result of one doproxy run.
@@ -119,7 +146,9 @@ impl TestEnv {
             frontend_port: free_port(),
             backend_port,
             haproxy,
+            secrets: Mutex::new(Vec::new()),
         };
+        env.add_secret(TOKEN);
         sandbox::prepare_dir(env.dir.path(), &env.config(), sandbox::TEST_USER_DATA).unwrap();
         env
     }
@@ -135,6 +164,7 @@ impl TestEnv {
     pub fn write(&self, rel: &str, text: &str) {
         std::fs::write(self.path(rel), text).unwrap();
         if rel.ends_with(".yml") {
+            self.learn_secrets(text);
             // It holds the token: doproxy warns unless only the owner can read it.
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(self.path(rel), std::fs::Permissions::from_mode(0o600))
@@ -158,7 +188,92 @@ impl TestEnv {
 
     /// Writes `config` as `./doproxy.yml` (mode 0600).
     pub fn write_config(&self, config: &DoproxyConfig) {
-        sandbox::write_config(self.dir.path(), &config.to_yaml()).unwrap();
+        let yaml = config.to_yaml();
+        self.learn_secrets(&yaml);
+        sandbox::write_config(self.dir.path(), &yaml).unwrap();
+    }
+
+    /// Adds `secret` to the strings no output may contain (see [`TestEnv::check_secrets`]).
+    pub fn add_secret(&self, secret: &str) {
+        let secret = secret.trim();
+        // A value this short could be part of any output: not worth checking.
+        if secret.len() < 4 {
+            return;
+        }
+        let mut all = self.secrets.lock().unwrap();
+        if !all.iter().any(|s| s == secret) {
+            all.push(secret.to_string());
+        }
+    }
+
+    /// Learns the secrets a config text holds: `token`, `haproxy.stats_password`,
+    /// `inventory.password` (any config the test writes, typed or raw).
+    fn learn_secrets(&self, yaml: &str) {
+        let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(yaml) else {
+            return;
+        };
+        for value in [
+            &v["token"],
+            &v["haproxy"]["stats_password"],
+            &v["inventory"]["password"],
+        ] {
+            if let Some(s) = value.as_str() {
+                self.add_secret(s);
+            }
+        }
+    }
+
+    /// The secrets this test configured so far.
+    pub fn secrets(&self) -> Vec<String> {
+        self.secrets.lock().unwrap().clone()
+    }
+
+    /// Fails the test when `text` (the output of a process it ran, named by `what`) holds
+    /// one of its secrets.
+    pub fn check_secrets(&self, what: &str, text: &str) {
+        for s in self.secrets() {
+            assert!(
+                !text.contains(&s),
+                "a secret ({} characters, starting {:?}) leaked into the output of {what}:\n{text}",
+                s.len(),
+                &s[..2]
+            );
+        }
+    }
+
+    /// Waits (at most `timeout`) for a doproxy child started with piped output, checks its
+    /// output for secrets and returns it as a [`Run`].
+    pub fn finish(&self, child: Child, timeout: Duration) -> Run {
+        let out = output_with_deadline(child, timeout);
+        self.to_run("a doproxy child", out)
+    }
+
+    /// A doproxy child with piped output (see [`TestEnv::finish`]).
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start doproxy")
+    }
+
+    fn to_run(&self, what: &str, out: Output) -> Run {
+        let run = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        self.check_secrets(what, &run.stdout);
+        self.check_secrets(what, &run.stderr);
+        run
+    }
+
+    /// Reads a file a child of this test wrote its output into, checked for secrets.
+    pub fn read_output(&self, rel: &str) -> String {
+        let text = self.read(rel);
+        self.check_secrets(rel, &text);
+        text
     }
 
     /// Writes [`TestEnv::config`] after `edit` as `./doproxy.yml`.
@@ -200,22 +315,19 @@ impl TestEnv {
         command::doproxy_command(self.dir.path(), &self.sim.url(), args)
     }
 
+    /// Runs doproxy with `args` and extra environment variables (a token or password
+    /// among them is a secret too), for at most [`RUN_DEADLINE`]; no output may hold a
+    /// secret of this test.
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = self.command(args);
         for (k, v) in env {
+            if k.contains("TOKEN") || k.contains("PASSWORD") {
+                self.add_secret(v);
+            }
             cmd.env(k, v);
         }
-        let out: Output = cmd.output().expect("run doproxy");
-        let run = Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        assert!(
-            !run.stdout.contains(TOKEN) && !run.stderr.contains(TOKEN),
-            "the token leaked into doproxy's output: {run:?}"
-        );
-        run
+        let out = run_with_deadline(&mut cmd, RUN_DEADLINE);
+        self.to_run(&format!("doproxy {}", args.join(" ")), out)
     }
 
     /// Creates a droplet "outside doproxy" (see `Sim::create_droplet_direct`) and waits out
@@ -278,20 +390,48 @@ impl TestEnv {
 
     /// The server names the running HAProxy serves (runtime API on the stats socket).
     pub fn running_servers(&self) -> Vec<String> {
-        use std::os::unix::net::UnixStream;
-        let mut s =
-            UnixStream::connect(self.path("admin.sock")).expect("connect to the stats socket");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(b"show servers state www-backend\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let mut names: Vec<String> = out
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split_whitespace().nth(3).map(String::from))
-            .collect();
-        names.sort();
-        names
+        running_servers_at(&self.path("admin.sock"))
+    }
+
+    /// Each server of the running HAProxy's backend with its `srv_admin_state` bits.
+    pub fn server_admin_states(&self) -> Vec<(String, u32)> {
+        parse_admin_states(&stats_command(
+            &self.path("admin.sock"),
+            "show servers state www-backend",
+        ))
+    }
+
+    /// Makes the reload command of this world (a real HAProxy's) leave two traces, for
+    /// tests of what happens in which order:
+    /// - before reloading, it appends HAProxy's `show servers state www-backend` (asked on
+    ///   the stats socket with `socat`, at the moment the reload runs) to `reload-states.log`,
+    ///   after a line `=== reload`;
+    /// - after reloading, it sends `GET /v2/_reload_mark` (curl) to the simulator (answered 401:
+    ///   no token), which puts the moment of the reload into the simulator's request log,
+    ///   between the API requests doproxy made before and after it.
+    ///
+    /// The reload's own exit status is kept.
+    pub fn log_reloads(&self) {
+        let (_, reload) = sandbox::haproxy_commands(self.dir.path());
+        let log = self.path("reload-states.log");
+        let sock = self.path("admin.sock");
+        let port = self.sim.addr().port();
+        let traced = format!(
+            "{{ echo '=== reload'; echo 'show servers state www-backend' | socat -t 2 - UNIX-CONNECT:{sock} 2>&1; }} >> {log}; {reload}; rc=$?; curl -s -m 5 -o /dev/null http://127.0.0.1:{port}/v2/_reload_mark; exit $rc",
+            sock = sock.display(),
+            log = log.display(),
+        );
+        self.configure(|c| c.reload_command = Some(traced));
+    }
+
+    /// What [`TestEnv::log_reloads`] logged: per reload, each server with its admin state
+    /// at the moment the reload command ran (empty when HAProxy was not running yet).
+    pub fn logged_reloads(&self) -> Vec<Vec<(String, u32)>> {
+        self.read("reload-states.log")
+            .split("=== reload\n")
+            .skip(1)
+            .map(parse_admin_states)
+            .collect()
     }
 
     /// The HAProxy master's PID, if running.
@@ -334,15 +474,62 @@ impl TestEnv {
     }
 }
 
+/// Sends one command to an HAProxy stats socket and returns the answer.
+pub fn stats_command(sock: &Path, command: &str) -> String {
+    try_stats_command(sock, command)
+        .unwrap_or_else(|e| panic!("{command:?} on the stats socket {}: {e}", sock.display()))
+}
+
+/// [`stats_command`], or the error (no HAProxy listening yet, say).
+pub fn try_stats_command(sock: &Path, command: &str) -> std::io::Result<String> {
+    use std::os::unix::net::UnixStream;
+    let mut s = UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("{command}\n").as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// The server names an HAProxy serves in `www-backend`, sorted, from its stats socket.
+pub fn running_servers_at(sock: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        parse_admin_states(&stats_command(sock, "show servers state www-backend"))
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+    names.sort();
+    names
+}
+
+/// `srv_admin_state` bit: drain forced through the runtime API.
+pub const ADMIN_FORCED_DRAIN: u32 = 0x08;
+
+/// `(srv_name, srv_admin_state)` of each `www-backend` line of `show servers state`.
+pub fn parse_admin_states(show_servers_state: &str) -> Vec<(String, u32)> {
+    show_servers_state
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            if cols.len() < 7 || cols[1] != "www-backend" {
+                return None;
+            }
+            Some((cols[3].to_string(), cols[6].parse().ok()?))
+        })
+        .collect()
+}
+
 /// Runs `haproxy -dW -c -f file` (warnings fatal).
 pub fn haproxy_check(file: &Path) -> (bool, String) {
-    let out = Command::new("haproxy")
-        .arg("-dW")
-        .arg("-c")
-        .arg("-f")
-        .arg(file)
-        .output()
-        .expect("run haproxy");
+    let out = run_with_deadline(
+        Command::new("haproxy")
+            .arg("-dW")
+            .arg("-c")
+            .arg("-f")
+            .arg(file),
+        TOOL_DEADLINE,
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -355,19 +542,10 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         // Stop the HAProxy this test started (by its pidfile's PID; TERM to the master).
         if let Some(pid) = self.haproxy_pid() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
+            let pid = pid as u32;
+            signal(pid, "TERM");
             let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline
-                && Command::new("kill")
-                    .arg("-0")
-                    .arg(pid.to_string())
-                    .stderr(std::process::Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            {
+            while Instant::now() < deadline && signal(pid, "0") {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
