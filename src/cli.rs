@@ -36,6 +36,10 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub verbose: bool,
 
+    /// Stop the command after this long (e.g. 90s, 10m): exit 1, saying what was done
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+
     /// The command to run.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -127,6 +131,15 @@ pub struct StatusArgs {
     /// How often --watch redraws (at least 100ms)
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_interval, requires = "watch")]
     pub interval: Duration,
+}
+
+/// `--timeout`: a duration such as `90s` or `10m`, at least 1 s.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let d = crate::duration::parse(text)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{text:?} is less than 1s"));
+    }
+    Ok(d)
 }
 
 /// `--interval`: a duration such as `2s` or `500ms`, at least 100 ms.
@@ -325,7 +338,8 @@ fn usage_message(rendered: &str) -> String {
 }
 
 /// The documented error object for `-o json`.
-fn error_object(message: &str, code: u8) -> serde_json::Value {
+/// The documented error object of `-o json`.
+pub fn error_object(message: &str, code: u8) -> serde_json::Value {
     serde_json::json!({ "error": { "message": message, "exit_code": code } })
 }
 
@@ -387,13 +401,17 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(run(cli.config, command)) {
+    match runtime.block_on(run(cli.config, cli.timeout, command)) {
         Ok(()) => exit_with(EXIT_OK),
         Err(e) => {
             let code = exit_code(&e);
             let message = format!("{e:#}");
             output::error(&message);
-            output::json(&error_object(&message, code));
+            if !output::json_written() {
+                // A command that already wrote its object (a partial create) put the error
+                // in it: one object per run.
+                output::json(&error_object(&message, code));
+            }
             ExitCode::from(code)
         }
     }
@@ -474,7 +492,11 @@ fn load_config(flag: Option<PathBuf>) -> anyhow::Result<Config> {
     Config::load(&path, &|k| std::env::var(k).ok())
 }
 
-async fn run(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> {
+async fn run(
+    config: Option<PathBuf>,
+    timeout: Option<Duration>,
+    command: Command,
+) -> anyhow::Result<()> {
     // autoscale (issue #16): needs neither the API nor a token, only the autoscale: section.
     if let Command::Autoscale(cmd) = command {
         return crate::autoscale::command::run(config, cmd).await;
@@ -494,10 +516,17 @@ async fn run(config: Option<PathBuf>, command: Command) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     // On SIGINT/SIGTERM the command stops where it is (its temp files and locks are
     // dropped with it), then whatever it left half done is put right.
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         r = dispatch(&ctx, command) => r,
         _ = int.recv() => Err(ctx.interrupted("SIGINT").await),
         _ = term.recv() => Err(ctx.interrupted("SIGTERM").await),
+        _ = deadline => Err(ctx.timed_out(timeout.unwrap_or_default()).await),
     }
 }
 

@@ -74,13 +74,22 @@ impl FileLock {
             }
         };
         let started = Instant::now();
+        let mut told = false;
         loop {
             match file.try_lock() {
                 Ok(()) => {
+                    if !dry_run {
+                        // Who holds it, for the others waiting (`waiting for ... held by`).
+                        let _ = file.set_len(0);
+                        let _ = std::io::Write::write_all(
+                            &mut &file,
+                            format!("{}\n", std::process::id()).as_bytes(),
+                        );
+                    }
                     return Ok(FileLock {
                         _file: Some(file),
                         path: path.to_path_buf(),
-                    })
+                    });
                 }
                 Err(TryLockError::WouldBlock) => {
                     if started.elapsed() >= timeout {
@@ -89,6 +98,20 @@ impl FileLock {
                             path.display(),
                             timeout
                         );
+                    }
+                    if !told && started.elapsed() >= Duration::from_secs(1) {
+                        // Waiting is never invisible.
+                        let holder = std::fs::read_to_string(path)
+                            .ok()
+                            .map(|t| t.trim().to_string())
+                            .filter(|t| !t.is_empty())
+                            .map(|pid| format!(" (held by process {pid})"))
+                            .unwrap_or_default();
+                        crate::output::note(&format!(
+                            "waiting for the lock {}{holder}, up to {timeout:.0?} (lock_timeout)",
+                            path.display()
+                        ));
+                        told = true;
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }

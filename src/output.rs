@@ -243,11 +243,20 @@ pub fn redraw(frame: &str) {
     write_stdout(&text);
 }
 
+/// Set once a JSON result was written (see [`json_written`]).
+static JSON_WRITTEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True once this run wrote its JSON result object.
+pub fn json_written() -> bool {
+    JSON_WRITTEN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Prints a JSON result on stdout in JSON mode.
 pub fn json<T: Serialize>(value: &T) {
     if !is_json() {
         return;
     }
+    JSON_WRITTEN.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Ok(text) = serde_json::to_string_pretty(value) {
         write_stdout(&format!("{text}\n"));
     }

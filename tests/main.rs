@@ -26,4 +26,5 @@ mod polling;
 mod readme;
 mod secrets;
 mod status;
+mod waiting;
 mod walkthrough;

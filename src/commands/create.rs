@@ -90,8 +90,14 @@ pub async fn run(ctx: &Ctx, count: u32, dry_run: bool) -> Result<()> {
         (None, Err(e)) => Err(e),
         (Some(e), Err(w)) => Err(e.context(format!("{w:#}"))),
     };
-    if result.is_ok() {
-        output::json(&serde_json::json!({ "action": "create", "droplets": added }));
+    match &result {
+        Ok(()) => output::json(&serde_json::json!({ "action": "create", "droplets": added })),
+        // A partial create loses no fact: the droplets created and the error, in one object.
+        Err(e) => output::json(&serde_json::json!({
+            "action": "create",
+            "droplets": added,
+            "error": { "message": format!("{e:#}"), "exit_code": crate::error::exit_code(e) },
+        })),
     }
     result
 }

@@ -71,10 +71,9 @@ pub struct Ctx {
 impl Ctx {
     /// Builds the API client and the store for `cfg`.
     pub fn new(cfg: Config) -> Result<Ctx> {
-        let mut client = Client::new(&cfg.api)?;
-        if crate::output::settings().verbose {
-            client = client.with_observer(Box::new(log_api_event));
-        }
+        // Requests are logged with -v; retries and rate-limit waits are said at normal
+        // verbosity (waiting is never invisible).
+        let client = Client::new(&cfg.api)?.with_observer(Box::new(log_api_event));
         let store = Store::new(&cfg.store, &cfg.path)?;
         Ok(Ctx {
             cfg,
@@ -95,9 +94,21 @@ impl Ctx {
         CleanupGuard { ctx: self, cleanup }
     }
 
+    /// After `--timeout` stopped the command: like [`Ctx::interrupted`], with exit code 1.
+    pub async fn timed_out(&self, after: std::time::Duration) -> anyhow::Error {
+        let what = self.put_right().await;
+        anyhow::anyhow!("stopped after --timeout {after:.0?}").context(what)
+    }
+
     /// After a signal stopped the command: puts right what the interrupted step left
     /// (best effort, bounded) and returns one line saying what state things are in.
     pub async fn interrupted(&self, signal: &'static str) -> anyhow::Error {
+        let what = self.put_right().await;
+        anyhow::Error::new(crate::error::Interrupted(signal)).context(what)
+    }
+
+    /// Carries out the registered cleanups and says what state things are in.
+    async fn put_right(&self) -> String {
         let cleanups: Vec<Cleanup> =
             std::mem::take(&mut *self.cleanups.lock().unwrap_or_else(|p| p.into_inner()));
         let mut said = Vec::new();
@@ -124,12 +135,12 @@ impl Ctx {
                 }
             }
         }
-        let what = if said.is_empty() {
-            "nothing was left half done".to_string()
+        if said.is_empty() {
+            "nothing was left half done (the inventory records every droplet created so far)"
+                .to_string()
         } else {
             said.join("; ")
-        };
-        anyhow::Error::new(crate::error::Interrupted(signal)).context(what)
+        }
     }
 
     /// Runs `f` holding the lock over the inventory and the HAProxy config, and releases it
@@ -346,7 +357,7 @@ fn log_api_event(e: &Event) {
             attempt,
             delay,
             error,
-        } => crate::output::debug(&format!(
+        } => crate::output::note(&format!(
             "api {method} {path}: attempt {attempt} failed ({error}); retrying in {delay:.1?}"
         )),
     }
