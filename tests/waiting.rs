@@ -89,3 +89,26 @@ fn a_partial_create_reports_its_droplets_and_the_error_in_one_object() {
     );
     assert_eq!(env.inventory().len(), 10);
 }
+
+#[test]
+fn delete_force_destroys_an_orphan_of_the_deployment_only() {
+    let env = TestEnv::new();
+    let orphan = env.create_direct("auto-nginx-orphan", &["doproxy"]);
+    let stranger = env.create_direct("someone-elses", &["web"]);
+    // Without --force: refused, with the way forward.
+    let r = env.run(&["delete", "--id", &orphan.to_string()]).code(2);
+    assert!(
+        r.stderr.contains("--force") && r.stderr.contains("inventory adopt"),
+        "{}",
+        r.stderr
+    );
+    // Not the deployment's: refused even with --force.
+    env.run(&["delete", "--id", &stranger.to_string(), "--force"])
+        .code(2);
+    let r = env
+        .run(&["delete", "--id", &orphan.to_string(), "--force"])
+        .ok();
+    assert!(r.stdout.contains(&format!("Success: {orphan} deleted.")));
+    let left: Vec<u64> = env.sim.droplets().iter().map(|d| d.id).collect();
+    assert_eq!(left, vec![stranger]);
+}

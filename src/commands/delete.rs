@@ -56,9 +56,10 @@ async fn delete_locked(ctx: &Ctx, opts: &Options) -> Result<()> {
                 ),
             }))
         }
-        Which::Id(id) => inv.ids.iter().position(|x| x == id).ok_or_else(|| {
-            usage_error(format!("droplet {id} is not in the inventory {inv_path}"))
-        })?,
+        Which::Id(id) if !inv.ids.contains(id) => {
+            return destroy_outside(ctx, &fleet, *id, opts).await;
+        }
+        Which::Id(id) => inv.ids.iter().position(|x| x == id).unwrap_or_default(),
         Which::Name(name) => {
             let lines: Vec<usize> = inv
                 .ids
@@ -155,6 +156,48 @@ async fn delete_locked(ctx: &Ctx, opts: &Options) -> Result<()> {
     mark_leaving(ctx, id, false).await?;
     cleanup.done();
     say(&format!("Success: {id} deleted and removed from backend."));
+    crate::output::json(&serde_json::json!({ "action": "delete", "droplet": info }));
+    Ok(())
+}
+
+/// `delete --id ID --force` of a droplet of the deployment that is not in the inventory (an
+/// orphan): no HAProxy routes to it, so it is destroyed at once. Without `--force`, or for a
+/// droplet without the deployment's tag, it is refused.
+async fn destroy_outside(
+    ctx: &Ctx,
+    fleet: &crate::fleet::Fleet,
+    id: u64,
+    opts: &Options,
+) -> Result<()> {
+    let inv_path = ctx.store.describe();
+    let Some(d) = fleet.orphans.iter().find(|d| d.id == id) else {
+        return Err(usage_error(format!(
+            "droplet {id} is not in the inventory {inv_path}, nor a droplet tagged {:?}",
+            ctx.tag()
+        )));
+    };
+    if !opts.force {
+        return Err(usage_error(format!(
+            "droplet {id} ({}) is not in the inventory {inv_path}; `doproxy delete --id {id} --force` destroys it, `doproxy inventory adopt {id}` adds it",
+            crate::output::escape(&d.name)
+        )));
+    }
+    let info = DropletInfo::new(None, id, Some(d));
+    if opts.dry_run {
+        say(&format!(
+            "dry run: would destroy droplet {id} ({}), which is not in the inventory",
+            crate::output::escape(&d.name)
+        ));
+        crate::output::json(
+            &serde_json::json!({ "action": "delete", "dry_run": true, "droplet": info }),
+        );
+        return Ok(());
+    }
+    ctx.client
+        .delete_droplet(id)
+        .await
+        .with_context(|| format!("droplet {id} could not be destroyed"))?;
+    say(&format!("Success: {id} deleted."));
     crate::output::json(&serde_json::json!({ "action": "delete", "droplet": info }));
     Ok(())
 }
