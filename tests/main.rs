@@ -14,6 +14,7 @@ mod commands;
 mod errors;
 mod etcd;
 mod faults;
+mod fleet;
 mod golden;
 mod operator;
 mod ordering;
