@@ -16,6 +16,7 @@ mod commands;
 mod errors;
 mod etcd;
 mod faults;
+mod fleet;
 mod golden;
 mod hostile;
 mod hygiene;
