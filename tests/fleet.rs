@@ -22,7 +22,7 @@ fn an_empty_answer_for_a_non_empty_inventory_changes_nothing() {
     // Every droplet vanishes from the API's answers at once (an incident, or all deleted
     // outside doproxy): no config without them is installed, even past not_found_grace.
     for d in env.sim.droplets() {
-        assert!(env.sim.delete_droplet_direct(d.id));
+        assert!(env.delete_direct(d.id));
     }
     for pause in [2100, 0] {
         let r = env.run(&["reload"]).code(1);
@@ -47,13 +47,9 @@ fn a_gone_droplet_beside_an_orphan_is_not_an_api_incident() {
     let env = TestEnv::new();
     // The inventory's only droplet is gone, but the API does list a tagged droplet (an
     // orphan): the answer is not empty, so this is no incident.
-    let gone = env
-        .sim
-        .create_droplet_direct("auto-nginx-gone", &["doproxy"]);
-    assert!(env.sim.delete_droplet_direct(gone));
-    let orphan = env
-        .sim
-        .create_droplet_direct("auto-nginx-orphan", &["doproxy"]);
+    let gone = env.create_direct("auto-nginx-gone", &["doproxy"]);
+    assert!(env.delete_direct(gone));
+    let orphan = env.create_direct("auto-nginx-orphan", &["doproxy"]);
     env.write("inventory", &format!("{gone}\n"));
     let r = env.run(&["reload"]).ok();
     assert!(!r.stderr.contains("listed none"), "{}", r.stderr);
@@ -85,7 +81,7 @@ fn a_droplet_seen_again_gets_a_fresh_grace_when_it_goes_missing_again() {
     env.run(&["reload"]).ok();
     assert_eq!(env.server_lines().len(), 2);
     // Now it really goes missing: its grace starts now, not an hour ago.
-    assert!(env.sim.delete_droplet_direct(ids[0]));
+    assert!(env.delete_direct(ids[0]));
     let r = env.run(&["reload"]).ok();
     assert!(
         r.stderr.contains(&format!(
@@ -111,9 +107,7 @@ fn watch_polls_while_a_droplet_boots_and_is_quiet_once_all_are_ready() {
         ..fast_sim_options()
     };
     let env = TestEnv::with_options(opts, false);
-    let id = env
-        .sim
-        .create_droplet_direct("auto-nginx-boot", &["doproxy"]);
+    let id = env.create_direct("auto-nginx-boot", &["doproxy"]);
     env.write("inventory", &format!("{id}\n"));
     let log = std::fs::File::create(env.path("watch.log")).unwrap();
     let mut child = env
