@@ -18,19 +18,11 @@ use std::time::Duration;
 /// The uid (and gid) of `nobody`: a user that is neither root nor us.
 const NOBODY: u32 = 65534;
 
-/// A complete doproxy world in `dir`: what [`World::text`] writes into a config.
+/// A complete doproxy world in `dir`: the harness's typed loopback config
+/// ([`DoproxyConfig::loopback`]) against the test's simulator, in a folder of its own.
 struct World {
     dir: PathBuf,
-    sim_url: String,
-    backend_port: u16,
-    /// Lines added under `droplet_options:` (two-space indented).
-    droplet_extra: String,
-    check: String,
-    reload: String,
-    /// Lines added under `haproxy:` (two-space indented).
-    haproxy_extra: String,
-    /// Top-level keys appended at the end.
-    extra: String,
+    config: DoproxyConfig,
 }
 
 impl World {
@@ -42,90 +34,36 @@ impl World {
     /// Another folder against the same simulator (made ready: `etc/`, an empty inventory,
     /// user data).
     fn at(env: &TestEnv, dir: &Path) -> World {
-        fs::create_dir_all(dir.join("etc")).unwrap();
+        let mut config = DoproxyConfig::loopback(
+            dir,
+            &env.sim.url(),
+            TOKEN,
+            env.backend_port,
+            free_port(),
+            false,
+        );
+        config.drain_timeout = Some("1s".into());
+        config.reload_verify_timeout = Some("2s".into());
         if !dir.join("inventory").exists() {
-            fs::write(dir.join("inventory"), "").unwrap();
+            sandbox::prepare_dir(dir, &config, sandbox::TEST_USER_DATA).unwrap();
         }
-        fs::write(
-            dir.join("user-data.yml"),
-            "#cloud-config\nruncmd:\n  - echo hi\n",
-        )
-        .unwrap();
         World {
             dir: dir.to_path_buf(),
-            sim_url: env.sim.url(),
-            backend_port: env.backend_port,
-            droplet_extra: String::new(),
-            check: "true".into(),
-            reload: "true".into(),
-            haproxy_extra: String::new(),
-            extra: String::new(),
+            config,
         }
     }
 
     fn deployment(mut self, tag: &str) -> World {
-        self.droplet_extra
-            .push_str(&format!("  deployment_tag: {tag}\n"));
+        self.config.set_raw(
+            "droplet_options.deployment_tag",
+            serde_json::Value::from(tag),
+        );
         self
-    }
-
-    fn text(&self) -> String {
-        let d = self.dir.display();
-        format!(
-            r#"token: {TOKEN}
-userdata_file: {d}/user-data.yml
-haproxy_cfg_file: {d}/haproxy.cfg
-haproxy_cfg_path: {d}/etc
-inventory_file: {d}/inventory
-droplet_options:
-  hostname_prefix: auto-nginx
-  region: nyc3
-  size: s-1vcpu-1gb
-  image: ubuntu-24-04-x64
-{droplet_extra}api_url: {api}
-metadata_url: {api}
-backend_port: {bp}
-frontend_bind: 127.0.0.1:{fp}
-check_command: '{check}'
-reload_command: '{reload}'
-wait_timeout: 20s
-poll_interval: 50ms
-not_found_grace: 2s
-api_timeout: 5s
-lock_timeout: 30s
-drain_timeout: 1s
-reload_verify_timeout: 2s
-retry:
-  max_attempts: 6
-  min_delay: 10ms
-  max_delay: 200ms
-  budget: 5s
-haproxy:
-  chroot: null
-  user: null
-  group: null
-  log: null
-  stats_socket: {d}/admin.sock
-  noreuseport: true
-  check_inter: 500ms
-{haproxy_extra}{extra}"#,
-            droplet_extra = self.droplet_extra,
-            api = self.sim_url,
-            bp = self.backend_port,
-            fp = free_port(),
-            check = self.check,
-            reload = self.reload,
-            haproxy_extra = self.haproxy_extra,
-            extra = self.extra,
-        )
     }
 
     /// Writes the config as `<dir>/doproxy.yml`, mode 0600, and returns its path.
     fn write(&self) -> PathBuf {
-        let p = self.dir.join("doproxy.yml");
-        fs::write(&p, self.text()).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
-        p
+        sandbox::write_config(&self.dir, &self.config.to_yaml()).unwrap()
     }
 }
 
@@ -371,7 +309,7 @@ fn a_symlinked_config_is_judged_as_a_link_and_as_its_target() {
     let open = env.path("open");
     fs::create_dir(&open).unwrap();
     let target = open.join("doproxy.yml");
-    fs::write(&target, World::at(&env, env.dir.path()).text()).unwrap();
+    fs::write(&target, World::at(&env, env.dir.path()).config.to_yaml()).unwrap();
     chmod(&target, 0o600);
     fs::remove_file(&link).unwrap();
     std::os::unix::fs::symlink(open.join("doproxy.yml"), &link).unwrap();
@@ -635,8 +573,8 @@ fn two_deployments_share_one_account_without_seeing_each_other() {
 fn check_and_reload_commands_never_see_the_token() {
     let env = TestEnv::new();
     let mut w = World::of(&env);
-    w.check = "env > check.env; true".into();
-    w.reload = "env > reload.env; true".into();
+    w.config.check_command = Some("env > check.env; true".into());
+    w.config.reload_command = Some("env > reload.env; true".into());
     w.write();
     // The token in the file and in the environment (both the names doproxy reads).
     let vars = [
@@ -772,7 +710,8 @@ fn owners_and_modes_survive_create_delete_and_reload() {
     // With the stats password in the config, no config file is group- or world-readable,
     // whatever mode it had.
     let mut w = World::of(&env);
-    w.haproxy_extra = "  stats_user: admin\n  stats_password: s3cret-stats\n".into();
+    w.config.haproxy.stats_user = Some("admin".into());
+    w.config.haproxy.stats_password = Some("s3cret-stats".into());
     w.write();
     chmod(&env.path("haproxy.cfg"), 0o644);
     env.run(&["create"]).ok();
@@ -806,7 +745,7 @@ fn kill_9_leaves_no_readable_temp_and_the_next_run_sweeps_it() {
     let env = TestEnv::new();
     // A slow check command keeps a candidate temp file on disk while doproxy waits.
     let mut w = World::of(&env);
-    w.check = "sleep 0.05".into();
+    w.config.check_command = Some("sleep 0.05".into());
     w.write();
     let seed = doproxy::fsutil::random_u64();
     let mut rng = Lcg(seed);
