@@ -93,7 +93,7 @@ pub enum Command {
         subcommand,
         after_help = "Examples:\n  doproxy autoscale simulate --trace traces/flash-crowd.csv --max 200 --plot flash.svg\n  doproxy autoscale record --out today.csv --duration 1h\n  doproxy autoscale traces --out /tmp/traces"
     )]
-    Autoscale(crate::autoscale::command::AutoscaleCommand),
+    Autoscale(crate::commands::autoscale::AutoscaleCommand),
     // --- end autoscale ---
 }
 
@@ -499,7 +499,7 @@ async fn run(
 ) -> anyhow::Result<()> {
     // autoscale (issue #16): needs neither the API nor a token, only the autoscale: section.
     if let Command::Autoscale(cmd) = command {
-        return crate::autoscale::command::run(config, cmd).await;
+        return crate::commands::autoscale::run(config, cmd).await;
     }
     let cfg = load_config(config)?;
     let ctx = commands::Ctx::new(cfg)?;

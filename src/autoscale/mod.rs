@@ -9,7 +9,6 @@
 //! call [`Controller::tick`] once per [`Settings::tick`] with a [`Snapshot`] read from the
 //! stats socket and the API, and to carry out the [`Decision`]'s [`Action`].
 
-pub mod command;
 pub mod policy;
 pub mod record;
 pub mod settings;

@@ -1,6 +1,7 @@
 //! The commands, and what they share: the context (config, API client, inventory store,
 //! the frontend's bind address), the lock, and showing a dry run's config diff.
 
+pub mod autoscale;
 pub mod create;
 pub mod delete;
 pub mod generate;

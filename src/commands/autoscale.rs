@@ -2,8 +2,8 @@
 //! them. None needs the API or a token: they read only the config's `autoscale:` section
 //! (and `haproxy.stats_socket` for `record`) when a config file is found, defaults otherwise.
 
-use super::simulate::{self, dist::Dist, engine::Model, synth, trace::Trace};
-use super::{record, Settings};
+use crate::autoscale::simulate::{self, dist::Dist, engine::Model, synth, trace::Trace};
+use crate::autoscale::{record, Settings};
 use crate::config::AutoscaleSection;
 use crate::error::usage_error;
 use crate::output::{self, note, say, warn};
