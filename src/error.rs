@@ -40,32 +40,29 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 /// An error and all its sources joined with `": "`, on one line (libraries such as Tera
 /// and reqwest hide the useful part of a failure in the source chain).
 pub fn chain(e: &dyn std::error::Error) -> String {
+    parts(e).join(": ").replace('\n', " ")
+}
+
+/// The texts of an error and its sources, a source left out when an earlier text already
+/// holds it (some libraries repeat their source's text in their own message).
+fn parts(e: &dyn std::error::Error) -> Vec<String> {
     let mut parts = vec![e.to_string()];
     let mut src = e.source();
     while let Some(s) = src {
         let text = s.to_string();
-        // Some libraries repeat their source's text in their own message.
         if !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
         src = s.source();
     }
-    parts.join(": ").replace('\n', " ")
+    parts
 }
 
 /// Like [`chain`], but a source whose text has several lines (Tera's parse errors point at
 /// the line and column with a small drawing) keeps them, each indented by two spaces
 /// under the first line, instead of being flattened into one unreadable line.
 pub fn chain_lines(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        src = s.source();
-    }
+    let parts = parts(e);
     let mut out = String::new();
     for (n, part) in parts.iter().enumerate() {
         let lines: Vec<&str> = part
