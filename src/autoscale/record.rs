@@ -150,7 +150,8 @@ www-backend,www-1,0,0,3,10,,500,0,0,,0,,0,0,0,0,UP,1,1,0,0,0,10,0,,1,3,1,,500,,2
             socket: sock,
             out: out.clone(),
             interval: Duration::from_millis(100),
-            duration: Some(Duration::from_millis(350)),
+            // Room for a loaded machine: three 100 ms samples need only 300 ms of it.
+            duration: Some(Duration::from_millis(1000)),
         })
         .await
         .unwrap();
