@@ -313,6 +313,31 @@ fn missing_files() {
     case("missing inventory", &["print"], 1, "doesn't exist", |e| {
         std::fs::remove_file(e.path("inventory")).unwrap();
     });
+    // An installed config that exists but cannot be read is an error, not "none yet".
+    case(
+        "unreadable installed config",
+        &["reload"],
+        1,
+        "cannot read ./etc/haproxy.cfg",
+        |e| {
+            std::fs::remove_file(e.path("etc/haproxy.cfg")).unwrap();
+            std::fs::create_dir(e.path("etc/haproxy.cfg")).unwrap();
+        },
+    );
+}
+
+#[test]
+fn erb_templates_are_refused_by_name_or_by_markup() {
+    // A Ruby DOProxy template is recognised by its .erb name alone, or by its <% markup
+    // alone.
+    case("erb by name", &["reload"], 2, "ERB template", |e| {
+        e.write("haproxy.cfg.erb", "global\n");
+        e.configure(|c| c.haproxy_template_file = Some("haproxy.cfg.erb".into()));
+    });
+    case("erb by markup", &["reload"], 2, "ERB template", |e| {
+        e.write("old.tera", "global\n    maxconn <%= maxconn %>\n");
+        e.configure(|c| c.haproxy_template_file = Some("old.tera".into()));
+    });
 }
 
 #[test]

@@ -146,3 +146,46 @@ fn watch_polls_while_a_droplet_boots_and_is_quiet_once_all_are_ready() {
         quiet.len()
     );
 }
+
+#[test]
+fn the_shrink_guard_asks_haproxy_what_it_serves_and_yields_to_force() {
+    if !haproxy_available() {
+        return;
+    }
+    let env = TestEnv::with_haproxy();
+    env.run(&["create", "--count", "3"]).ok();
+    let ids = env.inventory();
+    assert_eq!(
+        env.wait_distinct_backends(3, Duration::from_secs(10)).len(),
+        3
+    );
+    let installed = env.installed();
+    // The inventory loses two of its three lines (a bad restore, a truncated file): a
+    // config dropping 2 of the 3 served servers unasked is refused.
+    env.write("inventory", &format!("{}\n", ids[0]));
+    let r = env.run(&["reload"]).code(1);
+    assert!(
+        r.stderr
+            .contains("refusing to install a config with 1 of the 3 server(s) HAProxy serves now"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(env.installed(), installed);
+    assert_eq!(env.running_servers().len(), 3);
+    // What HAProxy serves counts, not what the installed file says: with the file edited
+    // down to one server behind doproxy's back, HAProxy still serves three.
+    let one: String = installed
+        .lines()
+        .filter(|l| {
+            !l.trim_start().starts_with("server ") || l.contains(&format!("server www-{} ", ids[0]))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    env.write("etc/haproxy.cfg", &one);
+    let r = env.run(&["reload"]).code(1);
+    assert!(r.stderr.contains("1 of the 3 server(s)"), "{}", r.stderr);
+    assert_eq!(env.running_servers().len(), 3);
+    // --force installs it anyway.
+    env.run(&["reload", "--force"]).ok();
+    assert_eq!(env.running_servers(), vec![format!("www-{}", ids[0])]);
+}
