@@ -702,3 +702,22 @@ fn etcd_passwords_never_appear_in_any_output() {
         "a refused store changes nothing"
     );
 }
+
+#[test]
+fn the_etcd_lock_is_released_at_once_not_left_to_lapse() {
+    let Some(etcd) = start_single() else { return };
+    let env = TestEnv::new();
+    env.write_config(&etcd_config(&env, &etcd));
+    env.run(&["reload"]).ok();
+    // Each command takes the lock (lease TTL 3 s here) and gives it back as it ends: the
+    // next one does not wait for the lease to run out.
+    for _ in 0..3 {
+        let started = Instant::now();
+        env.run(&["reload", "--force"]).ok();
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(1500),
+            "a reload took {took:?}: it waited for the previous run's lock to lapse"
+        );
+    }
+}

@@ -190,7 +190,7 @@ fn print_reports_tagged_droplets_missing_from_the_inventory() {
     );
     assert!(
         r.stderr.contains(&format!(
-            "droplet {orphan} (auto-nginx-orphan) carries the tag \"doproxy\""
+            "droplet {orphan} (auto-nginx-orphan) carries the tag \"doproxy\" but is not in ./inventory;"
         )),
         "{}",
         r.stderr

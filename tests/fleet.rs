@@ -135,8 +135,10 @@ fn watch_polls_while_a_droplet_boots_and_is_quiet_once_all_are_ready() {
     // locally; the next API pass is the 60 s re-sync).
     std::thread::sleep(Duration::from_millis(300));
     env.sim.clear_requests();
+    let cpu_before = cpu_time(child.id());
     std::thread::sleep(Duration::from_millis(1000));
     let quiet = env.sim.requests();
+    let cpu = cpu_time(child.id()) - cpu_before;
     assert!(signal(child.id(), "TERM"));
     let status = wait_with_deadline(&mut child, Duration::from_secs(10));
     assert!(status.success(), "{}", env.read_output("watch.log"));
@@ -145,6 +147,25 @@ fn watch_polls_while_a_droplet_boots_and_is_quiet_once_all_are_ready() {
         "{} API requests in 1 s with nothing pending: {quiet:?}",
         quiet.len()
     );
+    // And it sleeps: no busy loop waiting for a change.
+    assert!(
+        cpu < Duration::from_millis(250),
+        "{cpu:?} of CPU in 1 s idle"
+    );
+}
+
+/// User plus system CPU time of process `pid` so far (`/proc/PID/stat`).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses): utime is the 14th field.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f[11] + f[12];
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 #[test]
