@@ -265,6 +265,13 @@ fn droplet_limit_422_creates_nothing() {
     assert!(r.stderr.contains("request id "), "{}", r.stderr);
     assert_eq!(env.read("inventory"), "");
     assert_eq!(env.sim.droplets().len(), 1);
+    // Refused, so certainly not created: the names leave the journal at once.
+    let journal = doproxy::store::journal::Journal::parse(
+        "inventory.journal",
+        &env.read("inventory.journal"),
+    )
+    .unwrap();
+    assert!(journal.creating.is_empty(), "{journal:?}");
 }
 
 #[test]

@@ -888,3 +888,116 @@ async fn etcd_auth_tokens_are_used_refreshed_and_the_password_never_shown() {
         .to_string();
     assert!(!err.contains(PASSWORD), "{err}");
 }
+
+/// Writes `value` at `key` from another client, on a thread of its own (for use inside
+/// the store's synchronous update closures).
+fn put_elsewhere(endpoint: &str, key: &str, value: &str) {
+    let (endpoint, key, value) = (endpoint.to_string(), key.to_string(), value.to_string());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(client(vec![endpoint]).put(&key, &value, None))
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn etcd_store_updates_retry_a_lost_compare_and_swap_and_nothing_else() {
+    use doproxy::store::{Backend, Settings, Store};
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let ep = etcd.endpoint(0);
+    let settings = Settings {
+        backend: Backend::Etcd(doproxy::store::etcd::Settings {
+            endpoints: vec![ep.clone()],
+            prefix: "/cas/".into(),
+            username: None,
+            password: None,
+            lock_ttl: Duration::from_secs(3),
+            timeout: TIMEOUT,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        }),
+        lock_timeout: Duration::from_secs(5),
+    };
+    let store = Store::new(&settings, std::path::Path::new("doproxy.yml")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Another writer changes the inventory between the read and the compare-and-swap:
+        // the update is done again on what it wrote, and nothing is lost.
+        let mut calls = 0;
+        let inv = store
+            .update(|inv| {
+                calls += 1;
+                if calls == 1 {
+                    put_elsewhere(&ep, "/cas/inventory", "99\n");
+                }
+                inv.ids.push(7);
+            })
+            .await
+            .unwrap();
+        assert_eq!((calls, inv.ids.clone()), (2, vec![99, 7]));
+        assert_eq!(store.load().await.unwrap().ids, vec![99, 7]);
+        // The same for the journal.
+        let mut calls = 0;
+        let j = store
+            .update_journal(|j| {
+                calls += 1;
+                if calls == 1 {
+                    put_elsewhere(
+                        &ep,
+                        "/cas/journal",
+                        r#"{"creating":[{"name":"web-other1","since":1}]}"#,
+                    );
+                }
+                j.creating.push(doproxy::store::journal::Intent {
+                    name: "web-mine01".into(),
+                    since: 2,
+                    ambiguous: false,
+                });
+            })
+            .await
+            .unwrap();
+        let names: Vec<&str> = j.creating.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!((calls, names), (2, vec!["web-other1", "web-mine01"]));
+        // A write etcd refuses for another reason (a value over its request size limit)
+        // fails at once: only a lost compare-and-swap is worth doing again.
+        let mut calls = 0;
+        let e = store
+            .update(|inv| {
+                calls += 1;
+                inv.ids.extend(1_000_000_000u64..1_000_300_000);
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls, 1, "{e:#}");
+        assert!(
+            !format!("{e:#}").contains("too many concurrent changes"),
+            "{e:#}"
+        );
+        let mut calls = 0;
+        let e = store
+            .update_journal(|j| {
+                calls += 1;
+                j.creating
+                    .extend((0..60_000).map(|i| doproxy::store::journal::Intent {
+                        name: format!("web-{i:06}"),
+                        since: 3,
+                        ambiguous: false,
+                    }));
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls, 1, "{e:#}");
+        assert_eq!(store.load().await.unwrap().ids, vec![99, 7]);
+    });
+}

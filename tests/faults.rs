@@ -2,7 +2,7 @@
 //! connection resets after a create, broken templates and failing or ineffective reloads.
 //! Each test prints its figures (run with `--nocapture` to see them).
 
-use crate::support::proxy::{Act, ApiProxy};
+use crate::support::proxy::{Act, ApiProxy, Reply};
 use crate::support::*;
 use do_sim::{Faults, SimOptions};
 use doproxy::inventory::Inventory;
@@ -622,19 +622,21 @@ fn a_create_killed_before_its_answer_arrives_is_adopted_by_the_next_command() {
     );
     let api = proxy.url();
     env.configure(|c| c.api_url = Some(api));
-    for next in ["print", "reload"] {
-        let what = format!("killed create, then {next}");
-        let mut child = env.spawn(&["create"]);
+    // Two names in one request, then one.
+    for (next, count) in [("print", 2), ("reload", 1)] {
+        let what = format!("killed create --count {count}, then {next}");
+        let mut child = env.spawn(&["create", "--count", &count.to_string()]);
         let started = Instant::now();
-        let d = loop {
+        let new = loop {
             let inv = env.inventory();
-            if let Some(d) = env
+            let new: Vec<_> = env
                 .sim
                 .droplets()
                 .into_iter()
-                .find(|d| !inv.contains(&d.id))
-            {
-                break d;
+                .filter(|d| !inv.contains(&d.id))
+                .collect();
+            if new.len() == count {
+                break new;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(10),
@@ -648,30 +650,34 @@ fn a_create_killed_before_its_answer_arrives_is_adopted_by_the_next_command() {
         );
         child.kill().unwrap(); // SIGKILL, by its PID
         wait_with_deadline(&mut child, Duration::from_secs(10));
-        // The droplet exists, its ID is nowhere, its name is in the journal.
-        assert!(!env.inventory().contains(&d.id), "[{what}]");
-        assert_eq!(orphans_of_a_kill(&env, &what), vec![d.name.clone()]);
-        // The next command adopts it once the listing shows it (it lags behind creates):
-        // in the inventory, not an orphan, out of the journal.
+        // The droplets exist, their IDs are nowhere, their names are in the journal.
+        let mut names: Vec<String> = new.iter().map(|d| d.name.clone()).collect();
+        names.sort();
+        let mut journaled = orphans_of_a_kill(&env, &what);
+        journaled.sort();
+        assert_eq!(journaled, names, "[{what}]");
+        // The next command adopts them once the listing shows them (it lags behind creates).
         env.settle();
         let r = env.run(&[next]).ok();
-        assert!(
-            r.stderr.contains(&format!(
-                "droplet {} ({}) of an interrupted create is adopted",
-                d.id, d.name
-            )),
-            "[{what}] {}",
-            r.stderr
-        );
+        for d in &new {
+            assert!(
+                r.stderr.contains(&format!(
+                    "droplet {} ({}) of an interrupted create is adopted",
+                    d.id, d.name
+                )),
+                "[{what}] {}",
+                r.stderr
+            );
+            assert!(env.inventory().contains(&d.id), "[{what}]");
+            assert!(
+                !journal(&env).creating.iter().any(|i| i.name == d.name),
+                "[{what}] adopted, so settled"
+            );
+        }
         assert!(
             !r.stderr.contains("carries the tag"),
             "[{what}] {}",
             r.stderr
-        );
-        assert!(env.inventory().contains(&d.id), "[{what}]");
-        assert!(
-            !journal(&env).creating.iter().any(|i| i.name == d.name),
-            "[{what}] adopted, so settled"
         );
         assert_no_orphans(&env, &what);
     }
@@ -679,8 +685,72 @@ fn a_create_killed_before_its_answer_arrives_is_adopted_by_the_next_command() {
     std::thread::sleep(Duration::from_millis(200));
     env.run(&["reload"]).ok();
     let inv = env.inventory();
-    assert_eq!(inv.len(), 2);
+    assert_eq!(inv.len(), 3);
     for id in inv {
         assert!(env.installed().contains(&format!("server www-{id} ")));
     }
+}
+
+#[test]
+fn an_ambiguous_create_is_looked_up_by_name_and_never_sent_again() {
+    let env = TestEnv::new();
+    // 1. The POST is carried out, but the connection drops before the answer: doproxy
+    //    finds the droplet by its name, records it and succeeds; nothing is sent twice.
+    let proxy = ApiProxy::start(
+        &env.sim.url(),
+        Box::new(|method, _, _| match method {
+            "POST" => Act::PassThenDrop,
+            _ => Act::Pass,
+        }),
+    );
+    let api = proxy.url();
+    env.configure(|c| c.api_url = Some(api));
+    let r = env.run(&["create"]).ok();
+    let droplets = env.sim.droplets();
+    assert_eq!(droplets.len(), 1, "{droplets:?}");
+    assert_eq!(created_ids(&r.stdout), vec![droplets[0].id], "{r:?}");
+    assert_eq!(env.inventory(), vec![droplets[0].id]);
+    assert!(journal(&env).creating.is_empty(), "{:?}", journal(&env));
+    let posts = proxy.seen().iter().filter(|s| s.method == "POST").count();
+    assert_eq!(posts, 1, "a POST is never re-sent");
+    drop(proxy);
+
+    // 2. The POST is answered 503 and was not carried out: looked for during the whole
+    //    not_found_grace (2 s), not found, never re-sent; exit 1, one error line.
+    let proxy = ApiProxy::start(
+        &env.sim.url(),
+        Box::new(|method, _, _| match method {
+            "POST" => Act::Answer(Reply::error(503, "service_unavailable", &[])),
+            _ => Act::Pass,
+        }),
+    );
+    let api = proxy.url();
+    env.configure(|c| c.api_url = Some(api));
+    let started = Instant::now();
+    let r = env.run(&["create"]).code(1);
+    let took = started.elapsed();
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("doproxy: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", r.stderr);
+    assert!(
+        errors[0].contains("is unknown, so the request was not sent again"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        took >= Duration::from_secs(2),
+        "gave up looking after {took:?}"
+    );
+    let posts = proxy.seen().iter().filter(|s| s.method == "POST").count();
+    assert_eq!(posts, 1, "a POST is never re-sent");
+    assert_eq!(env.sim.droplets().len(), 1, "nothing more was created");
+    assert_eq!(env.inventory(), vec![droplets[0].id]);
+    assert!(
+        journal(&env).creating.is_empty(),
+        "absent for the whole grace: settled as never created {:?}",
+        journal(&env)
+    );
 }

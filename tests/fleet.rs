@@ -107,6 +107,8 @@ fn watch_polls_while_a_droplet_boots_and_is_quiet_once_all_are_ready() {
         ..fast_sim_options()
     };
     let env = TestEnv::with_options(opts, false);
+    // A short debounce: a watch that took "no change" for a change would pass every 0.5 s.
+    env.configure(|c| c.watch_debounce = Some("50ms".into()));
     let id = env.create_direct("auto-nginx-boot", &["doproxy"]);
     env.write("inventory", &format!("{id}\n"));
     let log = std::fs::File::create(env.path("watch.log")).unwrap();

@@ -36,6 +36,9 @@ pub enum Act {
     /// Pass it to the simulator (which carries it out), then hold the answer back for
     /// this long before passing it on.
     PassSlowly(Duration),
+    /// Pass it to the simulator (which carries it out), then close the connection without
+    /// answering: the client cannot know whether it was done.
+    PassThenDrop,
 }
 
 /// A rule's answer.
@@ -195,14 +198,15 @@ fn serve(mut s: TcpStream, upstream: SocketAddr, log: &Mutex<Vec<Seen>>, rule: &
         act
     };
     let hold = match act {
-        Act::Pass => Duration::ZERO,
+        Act::Pass | Act::PassThenDrop => Duration::ZERO,
         Act::PassSlowly(d) => d,
         Act::Answer(r) => {
             answer(&mut s, &r);
             return;
         }
     };
-    pass(&mut s, upstream, &head, &body, hold);
+    let drop_answer = matches!(act, Act::PassThenDrop);
+    pass(&mut s, upstream, &head, &body, hold, drop_answer);
 }
 
 fn answer(s: &mut TcpStream, r: &Reply) {
@@ -221,7 +225,14 @@ fn answer(s: &mut TcpStream, r: &Reply) {
     }
 }
 
-fn pass(s: &mut TcpStream, upstream: SocketAddr, head: &[u8], body: &[u8], hold: Duration) {
+fn pass(
+    s: &mut TcpStream,
+    upstream: SocketAddr,
+    head: &[u8],
+    body: &[u8],
+    hold: Duration,
+    drop_answer: bool,
+) {
     let Ok(mut up) = TcpStream::connect_timeout(&upstream, Duration::from_secs(5)) else {
         return; // the client sees a reset
     };
@@ -232,6 +243,9 @@ fn pass(s: &mut TcpStream, upstream: SocketAddr, head: &[u8], body: &[u8], hold:
     let mut answer = Vec::new();
     let _ = up.read_to_end(&mut answer);
     std::thread::sleep(hold);
+    if drop_answer {
+        return;
+    }
     let Some(i) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
         return;
     };
