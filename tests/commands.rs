@@ -77,6 +77,13 @@ fn create_count_records_tags_and_renders_every_droplet() {
     assert_eq!(posts, 1);
     // The rendered copy (haproxy_cfg_file) and the installed one agree.
     assert_eq!(env.read("haproxy.cfg"), env.installed());
+    // Recorded, so settled: no name is left in the journal.
+    let journal = doproxy::store::journal::Journal::parse(
+        "inventory.journal",
+        &env.read("inventory.journal"),
+    )
+    .unwrap();
+    assert!(journal.creating.is_empty(), "{journal:?}");
 }
 
 #[test]

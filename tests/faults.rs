@@ -705,7 +705,14 @@ fn an_ambiguous_create_is_looked_up_by_name_and_never_sent_again() {
     );
     let api = proxy.url();
     env.configure(|c| c.api_url = Some(api));
+    let started = Instant::now();
     let r = env.run(&["create"]).ok();
+    // Found at the first look: not searched for the whole grace (2 s).
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        started.elapsed()
+    );
     let droplets = env.sim.droplets();
     assert_eq!(droplets.len(), 1, "{droplets:?}");
     assert_eq!(created_ids(&r.stdout), vec![droplets[0].id], "{r:?}");
@@ -746,6 +753,9 @@ fn an_ambiguous_create_is_looked_up_by_name_and_never_sent_again() {
     );
     let posts = proxy.seen().iter().filter(|s| s.method == "POST").count();
     assert_eq!(posts, 1, "a POST is never re-sent");
+    // Looked for with growing pauses (up to poll_interval, 50 ms here), not hammered.
+    let lookups = proxy.seen().iter().filter(|s| s.method == "GET").count();
+    assert!(lookups <= 100, "{lookups} lookups in {took:?}");
     assert_eq!(env.sim.droplets().len(), 1, "nothing more was created");
     assert_eq!(env.inventory(), vec![droplets[0].id]);
     assert!(

@@ -100,6 +100,22 @@ fn progress_display_on_a_terminal_only() {
         r.stderr
     );
     assert!(!r.stderr.contains('\r'), "{:?}", r.stderr);
+    // A line when something changes, not one per poll: a droplet `new` for 600 ms (about
+    // ten polls) is one line.
+    let slow = TestEnv::with_options(
+        do_sim::SimOptions {
+            active_after: std::time::Duration::from_millis(600),
+            ..fast_sim_options()
+        },
+        false,
+    );
+    let r = slow.run(&["create"]).ok();
+    assert_eq!(
+        r.stderr.matches("waiting for 1 droplet(s)").count(),
+        1,
+        "{}",
+        r.stderr
+    );
     // Forced terminal display: a spinner line redrawn in place.
     let r = env
         .run_env(&["create"], &[("DOPROXY_PROGRESS", "live")])
