@@ -87,3 +87,28 @@ fn create_polls_less_often_when_few_requests_are_left() {
         at = *t;
     }
 }
+
+#[test]
+fn the_live_line_keeps_moving_between_polls_without_extra_requests() {
+    let opts = SimOptions {
+        active_after: Duration::from_millis(1500),
+        ..fast_sim_options()
+    };
+    let env = TestEnv::with_options(opts, false);
+    env.configure(|c| c.poll_interval = Some("1s".into()));
+    let r = env
+        .run_env(&["create"], &[("DOPROXY_PROGRESS", "live")])
+        .ok();
+    // Polls at about 125, 375, 875 and 1875 ms; the line is redrawn every 100 ms between
+    // them, so its spinner and elapsed time move.
+    // (About 15 draws of the line, each writing it about 3 times; drawing only at the
+    // polls would write it about 15 times.)
+    let redraws = r.stderr.matches("waiting for 1 droplet(s)").count();
+    assert!(redraws >= 30, "{redraws} redraws in 1.5 s: {:?}", r.stderr);
+    let (_, lists) = polls(&env, 1400);
+    assert!(
+        (1..=5).contains(&lists.len()),
+        "{} polls in 1.4 s with poll_interval 1s: {lists:?}",
+        lists.len()
+    );
+}
