@@ -87,14 +87,42 @@ pub enum Command {
         after_help = "Examples:\n  doproxy completions bash > /etc/bash_completion.d/doproxy\n  doproxy completions zsh > \"${fpath[1]}/_doproxy\"\n  doproxy completions fish > ~/.config/fish/completions/doproxy.fish"
     )]
     Completions(CompletionsArgs),
-    // --- autoscale (issue #16) ---
-    /// Autoscaling: simulate policies on a trace, record a trace, write the shipped traces
+    /// Create or delete droplets until N serve (standbys are admitted first)
     #[command(
-        subcommand,
-        after_help = "Examples:\n  doproxy autoscale simulate --trace traces/flash-crowd.csv --max 200 --plot flash.svg\n  doproxy autoscale record --out today.csv --duration 1h\n  doproxy autoscale traces --out /tmp/traces"
+        after_help = "Admits hot spares (the autoscaler's standby pool) first, then creates through create's path; scaling down deletes the newest serving droplets through delete's drain-reload-destroy path, one at a time.\n\nExamples:\n  doproxy scale --to 5\n  doproxy scale --to 2 --dry-run\n  0 8 * * 1-5  doproxy scale --to 6   # a crontab line: six backends on weekday mornings"
     )]
-    Autoscale(crate::commands::autoscale::AutoscaleCommand),
-    // --- end autoscale ---
+    Scale(ScaleArgs),
+    /// Scale by itself on HAProxy's signals (no subcommand), or simulate, record, write traces
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "With no subcommand: the autoscaler. It reads the stats socket every autoscale.tick, admits hot spares over the runtime API, creates and deletes through the orphan-proof paths, and prints one line per decision worth telling (-o json: one object a line). Run it under systemd like reload --watch; SIGTERM stops it (exit 0).\n\nExamples:\n  doproxy autoscale                  # the daemon\n  doproxy autoscale --once           # one decision (cron)\n  doproxy autoscale --dry-run -o json\n  doproxy autoscale simulate --trace traces/flash-crowd.csv --max 200 --plot flash.svg\n  doproxy autoscale record --out today.csv --duration 1h\n  doproxy autoscale traces --out /tmp/traces"
+    )]
+    Autoscale(AutoscaleArgs),
+}
+
+/// `doproxy autoscale`.
+#[derive(Debug, Args)]
+pub struct AutoscaleArgs {
+    /// One evaluation (two stats samples a tick apart), carry it out, exit
+    #[arg(long)]
+    pub once: bool,
+    /// Decide and print; change nothing (no weight, no journal, no API call that changes anything)
+    #[arg(long)]
+    pub dry_run: bool,
+    /// A subcommand instead of the autoscaler.
+    #[command(subcommand)]
+    pub command: Option<crate::commands::autoscale::AutoscaleCommand>,
+}
+
+/// `doproxy scale`.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// How many droplets should serve
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub to: u32,
+    /// Show what would be done; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `doproxy create`.
@@ -498,11 +526,29 @@ async fn run(
     command: Command,
 ) -> anyhow::Result<()> {
     // autoscale (issue #16): needs neither the API nor a token, only the autoscale: section.
-    if let Command::Autoscale(cmd) = command {
-        return crate::commands::autoscale::run(config, cmd).await;
-    }
+    let command = match command {
+        Command::Autoscale(AutoscaleArgs {
+            command: Some(cmd), ..
+        }) => return crate::commands::autoscale::run(config, cmd).await,
+        other => other,
+    };
     let cfg = load_config(config)?;
     let ctx = commands::Ctx::new(cfg)?;
+    if let Command::Autoscale(a) = command {
+        // The autoscaler handles its signals itself (SIGTERM stops the daemon, exit 0).
+        let opts = commands::autoscaler::Options {
+            once: a.once,
+            dry_run: a.dry_run,
+        };
+        let ctx = std::rc::Rc::new(ctx);
+        return match timeout {
+            Some(t) => match tokio::time::timeout(t, commands::autoscaler::run(ctx.clone(), opts)).await {
+                Ok(r) => r,
+                Err(_) => Err(ctx.timed_out(t).await),
+            },
+            None => commands::autoscaler::run(ctx, opts).await,
+        };
+    }
     if matches!(
         command,
         Command::Reload(ReloadArgs { watch: true, .. })
@@ -586,6 +632,7 @@ async fn dispatch(ctx: &commands::Ctx, command: Command) -> anyhow::Result<()> {
             commands::status::run(ctx, watch).await
         }
         Command::Generate => commands::generate::run(ctx).await,
+        Command::Scale(a) => commands::scale::run(ctx, a.to, a.dry_run).await,
         Command::Completions(_) | Command::Autoscale(_) => Ok(()),
     }
 }

@@ -57,6 +57,7 @@ pub fn server(d: &Droplet) -> Option<Server> {
         },
         private_ip,
         public_ip: d.public_ipv4().map(|ip| ip.to_string()),
+        standby: false,
     })
 }
 

@@ -251,9 +251,24 @@ pub fn json_written() -> bool {
     JSON_WRITTEN.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Set by a long-running command that prints its own JSON lines (`doproxy autoscale`): the
+/// result objects of the commands it runs inside (`create`, `delete`) are not printed, so
+/// stdout stays one JSON object a line.
+static JSON_RESULTS_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Stops [`json`] from printing for the rest of the process (see `JSON_RESULTS_OFF`).
+pub fn json_results_off() {
+    JSON_RESULTS_OFF.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Lets [`json`] print again (after a command ran others inside it).
+pub fn json_results_on() {
+    JSON_RESULTS_OFF.store(false, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Prints a JSON result on stdout in JSON mode.
 pub fn json<T: Serialize>(value: &T) {
-    if !is_json() {
+    if !is_json() || JSON_RESULTS_OFF.load(std::sync::atomic::Ordering::Relaxed) {
         return;
     }
     JSON_WRITTEN.store(true, std::sync::atomic::Ordering::Relaxed);

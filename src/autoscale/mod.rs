@@ -5,10 +5,12 @@
 //! (`doproxy autoscale simulate`), the traces it ships (`traces`) and a recorder that turns a
 //! live load balancer's stats socket into a trace (`record`).
 //!
-//! The live daemon (`doproxy autoscale` with no subcommand) is not built yet; it is meant to
-//! call [`Controller::tick`] once per [`Settings::tick`] with a [`Snapshot`] read from the
-//! stats socket and the API, and to carry out the [`Decision`]'s [`Action`].
+//! The live daemon (`doproxy autoscale` with no subcommand, in `commands::autoscaler`)
+//! calls [`Controller::tick`] once per [`Settings::tick`] with a [`Snapshot`] built by
+//! [`live`] from the stats socket, the store's journal and the API's state, and carries out
+//! the [`Decision`]'s [`Action`].
 
+pub mod live;
 pub mod policy;
 pub mod record;
 pub mod settings;

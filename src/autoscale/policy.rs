@@ -51,7 +51,7 @@ pub struct Signals {
 }
 
 /// The fleet by role, as the caller knows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 pub struct Fleet {
     /// In HAProxy and taking requests.
     pub serving: u32,
@@ -96,7 +96,7 @@ pub struct Snapshot {
 }
 
 /// What to do, in HAProxy and through the API. All zero means nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 pub struct Action {
     /// Standbys to put into service now (HAProxy `set server … state ready`).
     pub admit: u32,
@@ -271,6 +271,24 @@ impl Controller {
     /// The settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The stabilization windows' history: (time, recommendation, scale-down
+    /// recommendation), oldest first. A process that stops (a `--once` run, a restart) saves
+    /// it and gives it back with [`Controller::remember`], so its successor does not scale
+    /// in before the load has been low for the whole `stabilization_down`.
+    pub fn window(&self) -> Vec<(Duration, u32, u32)> {
+        self.recommendations.iter().copied().collect()
+    }
+
+    /// Puts saved window entries back (see [`Controller::window`]), before the first tick.
+    /// An entry `(now, n, n)` holds the fleet at `n` or more for `stabilization_down`: what a
+    /// process with no saved history starts with, so that it watches before it scales in.
+    pub fn remember(&mut self, entries: &[(Duration, u32, u32)]) {
+        let mut all: Vec<(Duration, u32, u32)> = self.recommendations.drain(..).collect();
+        all.extend_from_slice(entries);
+        all.sort_by_key(|e| e.0);
+        self.recommendations = all.into();
     }
 
     /// Decides what to do about `snap`. Call it every `settings.tick`, with the clock

@@ -14,6 +14,17 @@ use std::time::{Duration, Instant};
 
 /// Runs `create`.
 pub async fn run(ctx: &Ctx, count: u32, dry_run: bool) -> Result<()> {
+    create(ctx, count, dry_run, false).await
+}
+
+/// Creates `count` droplets for the autoscaler's standby pool: the same orphan-proof path,
+/// and each ID is marked a standby in the journal in the same step that records it, so its
+/// server is rendered parked (`weight 0`) from the first reload that routes to it.
+pub async fn run_standby(ctx: &Ctx, count: u32) -> Result<()> {
+    create(ctx, count, false, true).await
+}
+
+async fn create(ctx: &Ctx, count: u32, dry_run: bool, standby: bool) -> Result<()> {
     let cfg = &ctx.cfg;
     // Everything that can be checked without spending money is checked first.
     let user_data = cfg.user_data()?;
@@ -55,7 +66,7 @@ pub async fn run(ctx: &Ctx, count: u32, dry_run: bool) -> Result<()> {
             created.extend(resolve_unknown(ctx, &f.unknown).await?);
         }
         if !created.is_empty() {
-            record(ctx, &created).await?;
+            record(ctx, &created, standby).await?;
         }
         for c in created {
             note(&format!(
@@ -265,7 +276,7 @@ fn pending_has_all(pending: &[Pending], names: &[String]) -> bool {
 /// Appends the new IDs to the inventory and settles their intents, under the lock, before
 /// any waiting: whatever happens next (Ctrl-C, kill -9, deadline), the droplets are
 /// accounted for.
-async fn record(ctx: &Ctx, created: &[Created]) -> Result<()> {
+async fn record(ctx: &Ctx, created: &[Created], standby: bool) -> Result<()> {
     ctx.locked(async || {
         ctx.store
             .update(|inv| {
@@ -282,7 +293,14 @@ async fn record(ctx: &Ctx, created: &[Created]) -> Result<()> {
                     !created
                         .iter()
                         .any(|c| c.droplet.name.eq_ignore_ascii_case(&i.name))
-                })
+                });
+                if standby {
+                    for c in created {
+                        if !j.standby.contains(&c.droplet.id) {
+                            j.standby.push(c.droplet.id);
+                        }
+                    }
+                }
             })
             .await
             .map(|_| ())

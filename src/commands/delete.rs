@@ -153,7 +153,13 @@ async fn delete_locked(ctx: &Ctx, opts: &Options) -> Result<()> {
         )
     })?;
     ctx.store.update(|inv| inv.ids.retain(|x| *x != id)).await?;
-    mark_leaving(ctx, id, false).await?;
+    ctx.store
+        .update_journal(|j| {
+            j.leaving.retain(|l| l.id != id);
+            j.standby.retain(|s| *s != id);
+        })
+        .await
+        .with_context(|| format!("cannot record the delete of droplet {id}"))?;
     cleanup.done();
     say(&format!("Success: {id} deleted and removed from backend."));
     crate::output::json(&serde_json::json!({ "action": "delete", "droplet": info }));

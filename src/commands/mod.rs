@@ -2,12 +2,14 @@
 //! the frontend's bind address), the lock, and showing a dry run's config diff.
 
 pub mod autoscale;
+pub mod autoscaler;
 pub mod create;
 pub mod delete;
 pub mod generate;
 pub mod inventory;
 pub mod print;
 pub mod reload;
+pub mod scale;
 pub mod status;
 pub mod watch;
 
@@ -266,8 +268,9 @@ impl Ctx {
             .map(|t| haproxy::parse_servers(&t))
             .unwrap_or_default();
         // A droplet being deleted is routed to by no node (two-phase delete).
+        let journal = self.store.journal().await?;
         let mut exclude = exclude.to_vec();
-        exclude.extend(self.store.journal().await?.leaving_ids());
+        exclude.extend(journal.leaving_ids());
         let exclude = exclude.as_slice();
         let path = missing_log_path(&h.installed_cfg);
         let mut log = MissingLog::load(&path);
@@ -276,7 +279,7 @@ impl Ctx {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let servers = fleet.servers_confirmed(
+        let mut servers = fleet.servers_confirmed(
             inv,
             exclude,
             &previous,
@@ -284,6 +287,10 @@ impl Ctx {
             now,
             self.cfg.create.not_found_grace,
         )?;
+        // The autoscaler's hot spares are rendered parked (`weight 0`).
+        for s in &mut servers {
+            s.standby = journal.is_standby(s.id);
+        }
         if record && log != before {
             log.save(&path)?;
         }

@@ -753,6 +753,7 @@ mod tests {
             scur: 2,
             rate: 3,
             qcur: 0,
+            weight: Some(1),
         }
     }
 

@@ -103,6 +103,9 @@ pub struct Server {
     pub private_ip: String,
     /// Public IPv4 address, if any.
     pub public_ip: Option<String>,
+    /// Parked in the standby pool: rendered with `weight 0` (health-checked, no new
+    /// requests) until the autoscaler admits it.
+    pub standby: bool,
 }
 
 impl Server {
@@ -238,11 +241,21 @@ pub fn parse_servers(config: &str) -> Vec<Server> {
                 .split_once("hostname:")
                 .map(|(_, n)| n.trim().to_string())
                 .unwrap_or_default();
+            // `weight 0` parks a server (the standby pool's mark in the rendered config).
+            let standby = line
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .windows(2)
+                .any(|w| w == ["weight", "0"]);
             Some(Server {
                 id,
                 name,
                 private_ip,
                 public_ip: None,
+                standby,
             })
         })
         .collect()
@@ -487,6 +500,7 @@ mod tests {
             name: "web-a".into(),
             private_ip: "10.0.0.5".into(),
             public_ip: None,
+            standby: false,
         }];
         let h = values();
         let ctx = RenderContext {

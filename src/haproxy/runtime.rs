@@ -206,6 +206,9 @@ pub struct ServerStat {
     pub rate: u64,
     /// Requests waiting in the server's queue (`qcur`).
     pub qcur: u64,
+    /// The server's effective weight (`weight`): 0 for a server parked in the standby
+    /// pool.
+    pub weight: Option<u64>,
 }
 
 impl ServerStat {
@@ -256,10 +259,122 @@ pub fn parse_show_stat(text: &str, backend: &str) -> Vec<ServerStat> {
                 scur: num(&cols, "scur").unwrap_or(0),
                 rate: num(&cols, "rate").unwrap_or(0),
                 qcur: num(&cols, "qcur").unwrap_or(0),
+                weight: num(&cols, "weight"),
                 server,
             })
         })
         .collect()
+}
+
+/// A proxy's summary line of `show stat` (the backend's `BACKEND` row, the frontend's
+/// `FRONTEND` row): the autoscaler's signals. A field is `None` when HAProxy left it empty.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProxyTotals {
+    /// Current sessions (`scur`).
+    pub scur: Option<u64>,
+    /// Requests queued with no server yet (`qcur`, backend).
+    pub qcur: Option<u64>,
+    /// Average queue time over a sliding window of recent requests, ms (`qtime`, backend).
+    pub qtime: Option<u64>,
+    /// Average response time over a sliding window of recent requests, ms (`rtime`, backend).
+    pub rtime: Option<u64>,
+    /// 5xx answers since HAProxy started (`hrsp_5xx`, cumulative).
+    pub hrsp_5xx: Option<u64>,
+    /// HTTP requests since HAProxy started (`req_tot`, cumulative).
+    pub req_tot: Option<u64>,
+    /// HTTP requests over the last second (`req_rate`, frontend).
+    pub req_rate: Option<u64>,
+}
+
+/// One `show stat` answer: the backend's servers and the two summary lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatSample {
+    /// The backend's servers.
+    pub servers: Vec<ServerStat>,
+    /// The backend's `BACKEND` line.
+    pub backend: ProxyTotals,
+    /// The frontend's `FRONTEND` line.
+    pub frontend: ProxyTotals,
+}
+
+/// The summary line (`svname` = `row`) of proxy `proxy` in a `show stat` answer.
+pub fn parse_totals(text: &str, proxy: &str, row: &str) -> Option<ProxyTotals> {
+    let mut lines = text.lines();
+    let header = lines.find(|l| l.starts_with("# "))?;
+    let names: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
+    let col = |name: &str| names.iter().position(|n| *n == name);
+    let (px, sv) = (col("pxname")?, col("svname")?);
+    let cols: Vec<&str> = lines
+        .map(|l| l.split(',').collect::<Vec<&str>>())
+        .find(|c| c.get(px) == Some(&proxy) && c.get(sv) == Some(&row))?;
+    let num = |name: &str| -> Option<u64> { cols.get(col(name)?)?.trim().parse().ok() };
+    Some(ProxyTotals {
+        scur: num("scur"),
+        qcur: num("qcur"),
+        qtime: num("qtime"),
+        rtime: num("rtime"),
+        hrsp_5xx: num("hrsp_5xx"),
+        req_tot: num("req_tot"),
+        req_rate: num("req_rate"),
+    })
+}
+
+/// The frontend doproxy's template defines.
+pub const FRONTEND: &str = "www-http";
+
+/// One `show stat` of the backend and the frontend, within `timeout`.
+pub async fn sample(
+    values: &TemplateValues,
+    timeout: Duration,
+) -> std::result::Result<StatSample, StatsUnavailable> {
+    let Some(configured) = values.stats_socket.as_deref() else {
+        return Err(StatsUnavailable::NotConfigured);
+    };
+    let Some(sock) = stats_socket(values) else {
+        return Err(StatsUnavailable::Unreachable(format!(
+            "{configured} does not exist (is HAProxy running?)"
+        )));
+    };
+    let text = match tokio::time::timeout(timeout, command(sock, "show stat")).await {
+        Ok(Ok(text)) => text,
+        Ok(Err(e)) => return Err(StatsUnavailable::Unreachable(format!("{e:#}"))),
+        Err(_) => {
+            return Err(StatsUnavailable::Unreachable(format!(
+                "{configured}: no answer within {timeout:?}"
+            )))
+        }
+    };
+    let Some(backend) = parse_totals(&text, BACKEND, "BACKEND") else {
+        return Err(StatsUnavailable::Unreachable(format!(
+            "{configured}: `show stat` has no {BACKEND} line"
+        )));
+    };
+    Ok(StatSample {
+        servers: parse_show_stat(&text, BACKEND),
+        backend,
+        frontend: parse_totals(&text, FRONTEND, "FRONTEND").unwrap_or_default(),
+    })
+}
+
+/// Sets server `id`'s weight over the runtime API (no reload): 0 parks it (health checks
+/// go on, no new request reaches it; the ones it has finish), 1 puts it into service.
+/// Putting it into service also clears a forced drain or maintenance (`state ready`).
+pub async fn set_weight(values: &TemplateValues, id: u64, weight: u32) -> Result<()> {
+    let Some(sock) = stats_socket(values) else {
+        bail!("no stats socket to set server weights through (haproxy.stats_socket)");
+    };
+    let server = super::server_name(id);
+    let mut commands = vec![format!("set server {BACKEND}/{server} weight {weight}")];
+    if weight > 0 {
+        commands.push(format!("set server {BACKEND}/{server} state ready"));
+    }
+    for c in commands {
+        let answer = command(sock, &c).await?;
+        if !answer.trim().is_empty() {
+            bail!("HAProxy refused `{c}`: {}", answer.trim());
+        }
+    }
+    Ok(())
 }
 
 /// Why the stats socket could not be asked.

@@ -37,6 +37,10 @@ pub struct Journal {
     /// Deletes in progress.
     #[serde(default)]
     pub leaving: Vec<Leaving>,
+    /// Hot spares (the autoscaler's standby pool): inventory droplets whose servers are
+    /// parked in HAProxy (`weight 0`: health-checked, given no new request) until admitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standby: Vec<u64>,
 }
 
 impl Journal {
@@ -59,6 +63,11 @@ impl Journal {
     /// True when `id` is being deleted.
     pub fn is_leaving(&self, id: u64) -> bool {
         self.leaving.iter().any(|l| l.id == id)
+    }
+
+    /// True when `id` is parked in the standby pool.
+    pub fn is_standby(&self, id: u64) -> bool {
+        self.standby.contains(&id)
     }
 
     /// The IDs being deleted.

@@ -1,0 +1,627 @@
+//! `doproxy autoscale` (no subcommand): the live autoscaler. Every `autoscale.tick` it reads
+//! HAProxy's stats socket (`show stat`), the inventory and the store's journal, asks the
+//! policy ([`Controller::tick`]) and carries the decision out:
+//! - **admit** a hot spare: its server's weight goes from 0 to 1 over the runtime API (no
+//!   reload: the next request may go to it), then the journal stops marking it a standby,
+//!   so every later render serves it;
+//! - **park** a serving droplet: weight 0 at once (it finishes what it has, gets nothing
+//!   new), then marked a standby in the journal;
+//! - **create** through `create`'s orphan-proof path, each new droplet marked a standby in
+//!   the step that records it (it is admitted by a later tick once its checks pass);
+//! - **delete** a standby through `delete`'s two-phase path (drain, reload, destroy).
+//!
+//! Creates and deletes run beside the loop (a create waits minutes for `active`), so the
+//! loop keeps reading and admitting. Everything they do is in the store as they go (the
+//! journal's intents, the leaving marks), so a kill at any moment loses nothing: the next
+//! command adopts or finishes it.
+//!
+//! In steady state the API sees one call a minute (a reconciling list of the deployment's
+//! droplets); everything else comes from the stats socket. With no sample, a stale one, or
+//! the API failing, nothing is done (fail static): the policy's rules.
+//!
+//! `--once` takes two samples a tick apart (the rates need two), decides once, carries the
+//! action out and waits for it; `--dry-run` decides and prints, and changes nothing. Each
+//! decision worth telling (an action, a new reason or count, or a minute of quiet) is one
+//! line on stdout; with `-o json` one JSON object a line with the keys `time`, `leader`,
+//! `dry_run`, `signals`, `current`, `desired`, `action`, `reason`, `limited_by`.
+//!
+//! With an etcd inventory only one node's autoscaler acts (the leader, holding a lease);
+//! every node publishes its HAProxy's signals under a lease-bound key and the leader decides
+//! on their sum. Every node keeps its own HAProxy's weights in step with the journal.
+
+use super::{create, delete, note, say, warn, Ctx};
+use crate::autoscale::live::{self, Reading, Roster};
+use crate::autoscale::{Action, ApiState, Controller, Decision, Fleet, Limit, Settings, Snapshot};
+use crate::error::usage_error;
+use crate::haproxy::runtime::{self, StatsUnavailable};
+use crate::output;
+use crate::store::journal::Journal;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinSet;
+
+/// How often the daemon lists the deployment's droplets when all is well: its only
+/// steady-state API call.
+pub const RECONCILE: Duration = Duration::from_secs(60);
+/// How often it tries the API again while it is failing (to stop failing static soon
+/// after it recovers).
+const RECONCILE_FAILING: Duration = Duration::from_secs(10);
+/// A quiet daemon still prints its state this often.
+const HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// What `doproxy autoscale` was asked to do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// One evaluation, then exit (for cron).
+    pub once: bool,
+    /// Decide and print; change nothing.
+    pub dry_run: bool,
+}
+
+/// One decision as printed (`-o json`: one object a line) and kept in the state file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Line {
+    /// When (RFC 3339).
+    pub time: String,
+    /// This node acts (the only one, or the etcd leader).
+    pub leader: bool,
+    /// `--dry-run`: nothing was done.
+    pub dry_run: bool,
+    /// The signals the decision read (all nodes' together).
+    pub signals: Option<serde_json::Value>,
+    /// The fleet by role.
+    pub current: Fleet,
+    /// How many droplets should serve.
+    pub desired: Option<u32>,
+    /// What was decided.
+    pub action: Action,
+    /// Why (the policy's reason, snake_case; or `follower`, `store_unreadable`).
+    pub reason: String,
+    /// The bound that cut it, if one did.
+    pub limited_by: Option<serde_json::Value>,
+    /// The droplets admitted, parked and sent to be deleted by this decision.
+    #[serde(default)]
+    pub admitted: Vec<u64>,
+    /// See `admitted`.
+    #[serde(default)]
+    pub parked: Vec<u64>,
+    /// See `admitted`.
+    #[serde(default)]
+    pub deleting: Vec<u64>,
+}
+
+/// The state file beside the installed config (`<installed>.autoscale.json`): the last
+/// decision (for `status`) and the stabilization window (for the next `--once` or a
+/// restarted daemon).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StateFile {
+    /// The last decision printed.
+    pub last: Option<Line>,
+    /// (Unix seconds, recommendation, scale-down recommendation).
+    #[serde(default)]
+    pub window: Vec<(f64, u32, u32)>,
+}
+
+/// The state file's path for the installed config `installed`.
+pub fn state_path(installed: &std::path::Path) -> PathBuf {
+    let mut s = installed.as_os_str().to_owned();
+    s.push(".autoscale.json");
+    PathBuf::from(s)
+}
+
+/// Reads the state file (a missing or unreadable one is empty: it only holds history).
+pub fn load_state(installed: &std::path::Path) -> StateFile {
+    std::fs::read_to_string(state_path(installed))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Runs the autoscaler (see the module's documentation).
+pub async fn run(ctx: Rc<Ctx>, opts: Options) -> Result<()> {
+    let Some(settings) = ctx.cfg.autoscale.clone() else {
+        return Err(usage_error(format!(
+            "{}: no autoscale: section; add one (`autoscale: {{}}` takes every default, see doproxy.yml.example)",
+            ctx.cfg.path.display()
+        )));
+    };
+    if ctx.cfg.haproxy.values.stats_socket.is_none() {
+        return Err(usage_error(format!(
+            "{}: haproxy.stats_socket is null: the autoscaler reads its signals from HAProxy's stats socket",
+            ctx.cfg.path.display()
+        )));
+    }
+    // The daemon prints its own lines; the commands it runs print no result objects.
+    output::json_results_off();
+    let local = tokio::task::LocalSet::new();
+    local.run_until(Daemon::new(ctx, settings, opts).run()).await
+}
+
+/// What a finished background operation was.
+enum Op {
+    Create(u32),
+    Delete(u64),
+    Roles,
+}
+
+struct Daemon {
+    ctx: Rc<Ctx>,
+    opts: Options,
+    controller: Controller,
+    /// The clock's origin: the controller's clock is Unix time, so that a saved window
+    /// means the same to the next process.
+    prev: Option<Reading>,
+    api: ApiState,
+    api_until: Option<Instant>,
+    last_reconcile: Option<Instant>,
+    ops: JoinSet<(Op, Result<()>)>,
+    /// Droplets a delete task is working on.
+    deleting: BTreeSet<u64>,
+    /// Role changes made in HAProxy and not yet in the journal (id → standby).
+    pending_roles: BTreeMap<u64, bool>,
+    last_line: Option<Line>,
+    last_print: Option<Instant>,
+    last_save: Option<Instant>,
+    clock: Duration,
+}
+
+impl Daemon {
+    fn new(ctx: Rc<Ctx>, settings: Settings, opts: Options) -> Daemon {
+        let mut controller = Controller::new(settings.clone());
+        let now = unix_now();
+        let keep = settings.stabilization_down.max(settings.stabilization_up);
+        let saved: Vec<(Duration, u32, u32)> = load_state(&ctx.cfg.haproxy.installed_cfg)
+            .window
+            .into_iter()
+            .filter(|(t, _, _)| t.is_finite() && *t >= 0.0)
+            .map(|(t, a, b)| (Duration::from_secs_f64(t), a, b))
+            .filter(|(t, _, _)| *t <= now && now - *t <= keep)
+            .collect();
+        controller.remember(&saved);
+        Daemon {
+            ctx,
+            opts,
+            controller,
+            prev: None,
+            api: ApiState::Ok,
+            api_until: None,
+            last_reconcile: None,
+            ops: JoinSet::new(),
+            deleting: BTreeSet::new(),
+            pending_roles: BTreeMap::new(),
+            last_line: None,
+            last_print: None,
+            last_save: None,
+            clock: now,
+        }
+    }
+
+    /// The controller's clock: Unix time, never going backwards.
+    fn now(&mut self) -> Duration {
+        self.clock = self.clock.max(unix_now());
+        self.clock
+    }
+
+    async fn run(mut self) -> Result<()> {
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let tick = self.controller.settings().tick;
+        if self.opts.once {
+            let work = async {
+                // The rates (requests, 5xx) need two samples.
+                self.sample().await;
+                tokio::time::sleep(tick).await;
+                self.step(true).await;
+                while let Some(done) = self.ops.join_next().await {
+                    self.finished(done);
+                }
+            };
+            tokio::select! {
+                () = work => {}
+                _ = term.recv() => return Err(self.ctx.interrupted("SIGTERM").await),
+                _ = int.recv() => return Err(self.ctx.interrupted("SIGINT").await),
+            }
+            return Ok(());
+        }
+        note(&format!(
+            "autoscaling {} every {tick:.1?}{}",
+            self.ctx.store.describe(),
+            if self.opts.dry_run { " (dry run: nothing is changed)" } else { "" }
+        ));
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = interval.tick() => self.step(false).await,
+                Some(done) = self.ops.join_next(), if !self.ops.is_empty() => self.finished(done),
+            }
+        }
+        // Creates and deletes in flight stop where they are: the journal has each of them
+        // (the next command adopts an interrupted create, finishes an interrupted delete).
+        let running = self.ops.len();
+        self.ops.abort_all();
+        while self.ops.join_next().await.is_some() {}
+        if running > 0 {
+            let what = self.ctx.interrupted("SIGTERM").await;
+            note(&format!("stopping: {running} operation(s) interrupted: {what:#}"));
+        }
+        note("autoscaler stopped");
+        Ok(())
+    }
+
+    /// Reads HAProxy's stats; keeps the reading as the previous one for the rates.
+    async fn sample(&mut self) -> Option<(Reading, Option<Reading>)> {
+        let timeout = self.controller.settings().stale_after.min(Duration::from_secs(2));
+        let at = self.now();
+        match runtime::sample(&self.ctx.cfg.haproxy.values, timeout).await {
+            Ok(sample) => {
+                let cur = Reading { at, sample };
+                let prev = self.prev.replace(cur.clone());
+                Some((cur, prev))
+            }
+            Err(e) => {
+                // A gap: the next sample's rates are not measured across it.
+                self.prev = None;
+                let why = match e {
+                    StatsUnavailable::NotConfigured => "haproxy.stats_socket is null".into(),
+                    StatsUnavailable::Unreachable(w) => w,
+                };
+                log::debug!("autoscale: no stats sample: {why}");
+                None
+            }
+        }
+    }
+
+    /// One evaluation.
+    async fn step(&mut self, once: bool) {
+        let reading = self.sample().await;
+        let (inv, mut journal) = match self.read_store().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn(&format!("autoscale: {e:#}; doing nothing until the store can be read"));
+                let line = self.line_without_decision("store_unreadable", Fleet::default());
+                self.print(line, once);
+                return;
+            }
+        };
+        for (id, standby) in &self.pending_roles {
+            journal.standby.retain(|s| s != id);
+            if *standby {
+                journal.standby.push(*id);
+            }
+        }
+        let stats = reading.as_ref().map(|(r, _)| r.sample.servers.clone()).unwrap_or_default();
+        let mut roster = Roster::new(&inv, &journal, &stats);
+        for m in &mut roster.members {
+            if self.deleting.contains(&m.id) {
+                m.role = live::Role::Draining;
+            }
+        }
+        if !self.opts.dry_run && reading.is_some() {
+            self.fix_weights(&roster).await;
+        }
+        self.reconcile(&inv).await;
+        let now = self.now();
+        let signals = reading
+            .as_ref()
+            .map(|(cur, prev)| live::signals(prev.as_ref(), cur, &roster, now));
+        let snap = Snapshot {
+            now,
+            signals,
+            fleet: roster.fleet(),
+            api: self.api_state(),
+            droplet_headroom: None,
+            hourly_price: None,
+        };
+        let d = self.controller.tick(&snap);
+        let line = if self.opts.dry_run {
+            self.line(&d, &snap, Vec::new(), Vec::new(), Vec::new())
+        } else {
+            self.act(&d, &roster, once).await
+        };
+        self.print(line, once);
+        self.save(once);
+    }
+
+    async fn read_store(&self) -> Result<(Vec<u64>, Journal)> {
+        let inv = self.ctx.store.load().await?;
+        let journal = self.ctx.store.journal().await?;
+        Ok((inv.ids, journal))
+    }
+
+    fn api_state(&mut self) -> ApiState {
+        if self.api_until.is_some_and(|t| Instant::now() >= t) && self.api == ApiState::RateLimited {
+            // The limit has reset; the next call tells.
+            self.api = ApiState::Ok;
+            self.api_until = None;
+        }
+        self.api
+    }
+
+    /// Notes what an API failure says about the API (a 429 is a rate limit until its
+    /// reset; anything else from the API is an error).
+    fn api_failed(&mut self, e: &anyhow::Error) {
+        let Some(de) = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<crate::digitalocean::Error>())
+        else {
+            return;
+        };
+        if de.status() == Some(429) {
+            self.api = ApiState::RateLimited;
+            self.api_until = Some(Instant::now() + de.retry_after().unwrap_or(Duration::from_secs(60)));
+        } else {
+            self.api = ApiState::Erroring;
+        }
+    }
+
+    /// The reconciling list: once a minute (every 10 s while the API fails).
+    async fn reconcile(&mut self, inv: &[u64]) {
+        let every = if self.api == ApiState::Ok { RECONCILE } else { RECONCILE_FAILING };
+        if self.last_reconcile.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        self.last_reconcile = Some(Instant::now());
+        let inventory = crate::inventory::Inventory { ids: inv.to_vec(), ..Default::default() };
+        match self.ctx.fleet(&inventory).await {
+            Ok(fleet) => {
+                self.api = ApiState::Ok;
+                self.api_until = None;
+                fleet.warn_orphans(self.ctx.tag(), &self.ctx.store.describe());
+            }
+            Err(e) => {
+                warn(&format!("autoscale: listing the droplets: {e:#}"));
+                self.api_failed(&e);
+            }
+        }
+    }
+
+    /// Keeps this node's HAProxy weights in step with the journal (a standby at weight 0, a
+    /// serving server above it), whoever changed the journal.
+    async fn fix_weights(&self, roster: &Roster) {
+        for (id, w) in roster.weight_fixes() {
+            if let Err(e) = runtime::set_weight(&self.ctx.cfg.haproxy.values, id, w).await {
+                warn(&format!("autoscale: cannot set the weight of {}: {e:#}", crate::haproxy::server_name(id)));
+            }
+        }
+    }
+
+    /// Carries `d` out; returns its line.
+    async fn act(&mut self, d: &Decision, roster: &Roster, once: bool) -> Line {
+        let a = d.action;
+        let values = &self.ctx.cfg.haproxy.values;
+        let mut admitted = Vec::new();
+        for id in roster.to_admit(a.admit) {
+            match runtime::set_weight(values, id, 1).await {
+                Ok(()) => admitted.push(id),
+                Err(e) => warn(&format!("autoscale: cannot admit {}: {e:#}", crate::haproxy::server_name(id))),
+            }
+        }
+        let mut parked = Vec::new();
+        for id in roster.to_park(a.park) {
+            match runtime::set_weight(values, id, 0).await {
+                Ok(()) => parked.push(id),
+                Err(e) => warn(&format!("autoscale: cannot park {}: {e:#}", crate::haproxy::server_name(id))),
+            }
+        }
+        if !admitted.is_empty() || !parked.is_empty() {
+            for id in &admitted {
+                self.pending_roles.insert(*id, false);
+            }
+            for id in &parked {
+                self.pending_roles.insert(*id, true);
+            }
+            let ctx = self.ctx.clone();
+            let (admit, park) = (admitted.clone(), parked.clone());
+            self.ops.spawn_local(async move {
+                let r = ctx
+                    .locked(async || {
+                        ctx.store
+                            .update_journal(|j| {
+                                j.standby.retain(|s| !admit.contains(s) && !park.contains(s));
+                                j.standby.extend(park.iter().copied());
+                            })
+                            .await
+                            .map(|_| ())
+                    })
+                    .await;
+                (Op::Roles, r)
+            });
+        }
+        let deleting = roster.to_delete(a.delete, &parked);
+        for id in &deleting {
+            self.deleting.insert(*id);
+            let ctx = self.ctx.clone();
+            let id = *id;
+            self.ops.spawn_local(async move {
+                let opts = delete::Options {
+                    which: delete::Which::Id(id),
+                    dry_run: false,
+                    force: false,
+                };
+                (Op::Delete(id), delete::run(&ctx, opts).await)
+            });
+        }
+        if a.create > 0 {
+            let ctx = self.ctx.clone();
+            let n = a.create;
+            self.ops.spawn_local(async move { (Op::Create(n), create::run_standby(&ctx, n).await) });
+        }
+        if !once {
+            // Let the role change reach the journal before the next tick reads it.
+            tokio::task::yield_now().await;
+        }
+        let snap_fleet = roster.fleet();
+        let mut line = self.line_from(d, snap_fleet);
+        line.admitted = admitted;
+        line.parked = parked;
+        line.deleting = deleting;
+        line
+    }
+
+    /// A background operation ended.
+    fn finished(&mut self, done: std::result::Result<(Op, Result<()>), tokio::task::JoinError>) {
+        let Ok((op, result)) = done else { return };
+        match (&op, &result) {
+            (Op::Delete(id), _) => {
+                self.deleting.remove(id);
+            }
+            (Op::Roles, Ok(())) => self.pending_roles.clear(),
+            _ => {}
+        }
+        if let Err(e) = result {
+            let what = match op {
+                Op::Create(n) => format!("creating {n} droplet(s)"),
+                Op::Delete(id) => format!("deleting droplet {id}"),
+                Op::Roles => {
+                    self.pending_roles.clear();
+                    "recording the standby pool in the journal".to_string()
+                }
+            };
+            warn(&format!("autoscale: {what}: {e:#}"));
+            self.api_failed(&e);
+        }
+    }
+
+    fn line(&self, d: &Decision, snap: &Snapshot, admitted: Vec<u64>, parked: Vec<u64>, deleting: Vec<u64>) -> Line {
+        let mut line = self.line_from(d, snap.fleet);
+        line.admitted = admitted;
+        line.parked = parked;
+        line.deleting = deleting;
+        line
+    }
+
+    fn line_from(&self, d: &Decision, current: Fleet) -> Line {
+        Line {
+            time: output::timestamp(SystemTime::now()),
+            leader: true,
+            dry_run: self.opts.dry_run,
+            signals: d.signals.as_ref().and_then(|s| serde_json::to_value(s).ok()),
+            current,
+            desired: Some(d.desired),
+            action: d.action,
+            reason: json_name(&d.reason),
+            limited_by: d.limited_by.as_ref().and_then(|l: &Limit| serde_json::to_value(l).ok()),
+            admitted: Vec::new(),
+            parked: Vec::new(),
+            deleting: Vec::new(),
+        }
+    }
+
+    fn line_without_decision(&self, reason: &str, current: Fleet) -> Line {
+        Line {
+            time: output::timestamp(SystemTime::now()),
+            leader: true,
+            dry_run: self.opts.dry_run,
+            signals: None,
+            current,
+            desired: None,
+            action: Action::default(),
+            reason: reason.into(),
+            limited_by: None,
+            admitted: Vec::new(),
+            parked: Vec::new(),
+            deleting: Vec::new(),
+        }
+    }
+
+    /// Prints `line` when it says something new (an action, another reason or count, a
+    /// minute of quiet, or `--once`).
+    fn print(&mut self, line: Line, once: bool) {
+        let same = self.last_line.as_ref().is_some_and(|l| {
+            l.reason == line.reason
+                && l.current == line.current
+                && l.desired == line.desired
+                && l.leader == line.leader
+        });
+        let quiet_long = self.last_print.is_none_or(|t| t.elapsed() >= HEARTBEAT);
+        if once || !line.action.is_none() || !same || quiet_long {
+            if output::is_json() {
+                output::json_line(&line);
+            } else {
+                say(&text(&line));
+            }
+            self.last_print = Some(Instant::now());
+        }
+        self.last_line = Some(line);
+    }
+
+    /// Writes the state file (at most every few seconds; never in a dry run).
+    fn save(&mut self, force: bool) {
+        if self.opts.dry_run || (!force && self.last_save.is_some_and(|t| t.elapsed() < Duration::from_secs(5))) {
+            return;
+        }
+        self.last_save = Some(Instant::now());
+        let state = StateFile {
+            last: self.last_line.clone(),
+            window: self
+                .controller
+                .window()
+                .into_iter()
+                .map(|(t, a, b)| (t.as_secs_f64(), a, b))
+                .collect(),
+        };
+        let path = state_path(&self.ctx.cfg.haproxy.installed_cfg);
+        let text = serde_json::to_string(&state).unwrap_or_default();
+        if let Err(e) = crate::fsutil::write_atomic(&path, format!("{text}\n").as_bytes()) {
+            warn(&format!("autoscale: cannot write {}: {e:#}", path.display()));
+        }
+    }
+}
+
+/// An enum's snake_case JSON name.
+fn json_name<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// The text form of a decision line.
+pub fn text(l: &Line) -> String {
+    let c = &l.current;
+    let mut s = format!(
+        "{} serving {}, standby {}, booting {}, draining {}",
+        l.time, c.serving, c.standby, c.booting, c.draining
+    );
+    if let Some(d) = l.desired {
+        s.push_str(&format!("; desired {d}"));
+    }
+    let a = &l.action;
+    let mut did = Vec::new();
+    if a.admit > 0 {
+        did.push(format!("admit {}", a.admit));
+    }
+    if a.park > 0 {
+        did.push(format!("park {}", a.park));
+    }
+    if a.create > 0 {
+        did.push(format!("create {}", a.create));
+    }
+    if a.delete > 0 {
+        did.push(format!("delete {}", a.delete));
+    }
+    s.push_str(": ");
+    s.push_str(&if did.is_empty() { "no change".to_string() } else { did.join(", ") });
+    s.push_str(&format!(" ({})", l.reason.replace('_', " ")));
+    if l.dry_run {
+        s.push_str(" [dry run]");
+    }
+    if !l.leader {
+        s.push_str(" [follower]");
+    }
+    s
+}
