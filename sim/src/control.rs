@@ -23,6 +23,14 @@ struct Lock {
     locked: bool,
 }
 
+/// Body of `POST /_sim/droplets/{id}/app`: `service_time_ms` is required; `null`
+/// clears the droplet's override.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppKnobs {
+    service_time_ms: Option<u64>,
+}
+
 fn bad(msg: &str) -> Resp {
     http::json(StatusCode::BAD_REQUEST, &json!({ "error": msg }))
 }
@@ -119,6 +127,35 @@ pub(crate) async fn handle(inner: &Arc<Inner>, req: Request<Incoming>) -> Resp {
                 None => not_found(),
             }
         }
+        (Method::POST, ["_sim", "droplets", id, "app"]) => {
+            let Ok(id) = id.parse::<u64>() else {
+                return not_found();
+            };
+            let Some(body) = http::read_body(req, 64 * 1024).await else {
+                return bad("body too large");
+            };
+            let expected = "expected {\"service_time_ms\": N|null}";
+            let v: serde_json::Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => return bad(&format!("{expected}: {e}")),
+            };
+            // `null` is a value here (clear), so the key itself must be present.
+            if v.get("service_time_ms").is_none() {
+                return bad(expected);
+            }
+            let a: AppKnobs = match serde_json::from_value(v) {
+                Ok(a) => a,
+                Err(e) => return bad(&format!("{expected}: {e}")),
+            };
+            let t = a.service_time_ms.map(std::time::Duration::from_millis);
+            if !inner.set_app_service_time_direct(id, t) {
+                return not_found();
+            }
+            http::json(
+                StatusCode::OK,
+                &json!({ "id": id, "service_time_ms": a.service_time_ms }),
+            )
+        }
         (Method::DELETE, ["_sim", "droplets", id]) => match id.parse::<u64>() {
             Ok(id) if inner.delete_direct(id) => http::empty(StatusCode::NO_CONTENT),
             _ => not_found(),
@@ -146,5 +183,6 @@ fn detail(inner: &Inner, d: &crate::state::Droplet, live: bool) -> serde_json::V
         "ipv6": d.spec.ipv6,
         "monitoring": d.spec.monitoring,
         "create_fails": d.fails,
+        "app_service_time_ms": d.app_override.get().map(|t| t.as_millis() as u64),
     })
 }

@@ -119,9 +119,11 @@ impl Sim {
             app_boot_delay: opts.app_boot_delay,
             seed: opts.seed,
         };
+        let app_load = apps::AppLoad::new(opts.app_service_time, opts.app_concurrency);
         let inner = Arc::new(Inner::new(
             statics,
             knobs,
+            app_load,
             addr,
             rt.handle().clone(),
             Instant::now(),
@@ -197,6 +199,14 @@ impl Sim {
     /// changes. False if the droplet is unknown or deleted.
     pub fn lock_direct(&self, id: u64, locked: bool) -> bool {
         self.inner.lock_direct(id, locked)
+    }
+
+    /// Sets (`Some`) or clears (`None`) the app service time of one droplet, overriding
+    /// [`SimOptions::app_service_time`] for that droplet's app only, from its next
+    /// request on (`POST /_sim/droplets/{id}/app`). It can be set while the droplet is
+    /// still `new` and survives a power-off. False if the droplet is unknown or deleted.
+    pub fn set_app_service_time_direct(&self, id: u64, service_time: Option<Duration>) -> bool {
+        self.inner.set_app_service_time_direct(id, service_time)
     }
 
     /// Deletes a droplet without the API. False if it is unknown or already

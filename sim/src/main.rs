@@ -154,6 +154,12 @@ struct SimArgs {
     /// Delay after active before an app accepts, in ms
     #[arg(long, value_name = "N", default_value_t = ms(defaults().app_boot_delay))]
     app_boot_delay_ms: u64,
+    /// Each app request (health checks too) takes this long, in ms
+    #[arg(long, value_name = "N", default_value_t = ms(defaults().app_service_time))]
+    app_service_time_ms: u64,
+    /// At most N requests served at once per app; the rest wait [default: unlimited]
+    #[arg(long, value_name = "N", value_parser = parse_concurrency)]
+    app_concurrency: Option<usize>,
     /// Report `locked: true` while a droplet is `new` (the old reading of `locked`)
     #[arg(long)]
     locked_while_new: bool,
@@ -235,6 +241,13 @@ fn parse_rate(v: &str) -> Result<f64, String> {
     Ok(f)
 }
 
+fn parse_concurrency(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a number of at least 1".to_string()),
+    }
+}
+
 fn parse_per_minute(v: &str) -> Result<PerMinute, String> {
     if v.eq_ignore_ascii_case("off") {
         return Ok(PerMinute(None));
@@ -309,6 +322,8 @@ impl SimArgs {
             serve_apps: self.serve_apps,
             backend_port: self.backend_port,
             app_boot_delay: Duration::from_millis(self.app_boot_delay_ms),
+            app_service_time: Duration::from_millis(self.app_service_time_ms),
+            app_concurrency: self.app_concurrency,
             locked_while_new: self.locked_while_new,
             metadata: do_sim::MetadataIdentity {
                 id: self.metadata_id,
@@ -473,7 +488,7 @@ mod tests {
              --nulls-for-empty --scoped-token ro=droplet:read,actions:read \
              --scoped-token none= --big-ids --shuffle-actions --locked-while-new \
              --metadata-anchor-ipv4 127.0.9.9 --metadata-reserved-ipv4 127.1.0.1 \
-             --metadata-public-ipv6 ::1",
+             --metadata-public-ipv6 ::1 --app-service-time-ms 16 --app-concurrency 17",
         ))
         .unwrap()
         .unwrap();
@@ -513,6 +528,8 @@ mod tests {
         assert_eq!(o.metadata.anchor_ipv4.as_deref(), Some("127.0.9.9"));
         assert_eq!(o.metadata.reserved_ipv4.as_deref(), Some("127.1.0.1"));
         assert_eq!(o.metadata.public_ipv6.as_deref(), Some("::1"));
+        assert_eq!(o.app_service_time, Duration::from_millis(16));
+        assert_eq!(o.app_concurrency, Some(17));
 
         // Every default is SimOptions::default()'s.
         let d = parse_args(&[]).unwrap().unwrap();
@@ -574,6 +591,7 @@ mod tests {
         assert!(parse_args(&args("--metadata-reserved-ipv4 45.55.96.17")).is_err());
         assert!(parse_args(&args("--metadata-public-ipv6 2604:a880::1")).is_err());
         assert!(parse_args(&args("--seed")).is_err());
+        assert!(parse_args(&args("--app-concurrency 0")).is_err());
         assert!(parse_args(&args("--bogus 1")).is_err());
         assert_eq!(
             parse_args(&args("--rate-limit-per-minute 3"))

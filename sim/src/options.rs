@@ -80,6 +80,15 @@ pub struct SimOptions {
     pub backend_port: u16,
     /// Extra delay after `active` before the app accepts connections. Default 0.
     pub app_boot_delay: Duration,
+    /// How long each app request takes (an async sleep before the answer, health checks
+    /// included; after waiting for a worker under `app_concurrency`). Changeable at run
+    /// time ([`Faults::app_service_time_ms`]) and per droplet
+    /// ([`crate::Sim::set_app_service_time_direct`]). Default 0.
+    pub app_service_time: Duration,
+    /// At most this many requests served at once per droplet app; the excess waits in
+    /// the app (a worker pool). `None`: unlimited; `Some(0)` is refused. Changeable at
+    /// run time ([`Faults::app_concurrency`]). Default `None`.
+    pub app_concurrency: Option<usize>,
     /// The droplet the metadata service describes (the load balancer).
     pub metadata: MetadataIdentity,
 }
@@ -115,6 +124,8 @@ impl Default for SimOptions {
             serve_apps: false,
             backend_port: 8080,
             app_boot_delay: Duration::ZERO,
+            app_service_time: Duration::ZERO,
+            app_concurrency: None,
             metadata: MetadataIdentity::default(),
         }
     }
@@ -132,6 +143,7 @@ impl SimOptions {
             check_rate(name, v)?;
         }
         check_tokens(&self.tokens)?;
+        check_concurrency(self.app_concurrency)?;
         self.metadata.validate()
     }
 }
@@ -388,15 +400,37 @@ pub struct Faults {
     /// Replaces the metadata identity (e.g. to assign or move a reserved IP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<MetadataIdentity>,
+    /// New `app_service_time`, in ms: applies to the next request of every app, running
+    /// ones included (a droplet's own override still wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_service_time_ms: Option<u64>,
+    /// New `app_concurrency`: `Some(Some(n))` (n >= 1) limits every app to n requests at
+    /// once, `Some(None)` (JSON `null`) lifts the limit; absent leaves it. Applies to
+    /// requests arriving after the change, in running apps too; requests already queued
+    /// or served keep the old limit.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_nullable"
+    )]
+    pub app_concurrency: Option<Option<usize>>,
 }
 
 /// Distinguishes "present and null" (`Some(None)`) from "absent" (`None`,
 /// via `#[serde(default)]`).
-fn present_nullable<'de, D>(d: D) -> Result<Option<Option<u32>>, D::Error>
+fn present_nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
 {
-    Option::<u32>::deserialize(d).map(Some)
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn check_concurrency(n: Option<usize>) -> anyhow::Result<()> {
+    if n == Some(0) {
+        anyhow::bail!("app_concurrency must be at least 1 (or none for unlimited)");
+    }
+    Ok(())
 }
 
 pub(crate) fn check_rate(name: &str, v: f64) -> anyhow::Result<()> {
@@ -408,8 +442,9 @@ pub(crate) fn check_rate(name: &str, v: f64) -> anyhow::Result<()> {
 
 impl Faults {
     /// Errors for what `POST /_sim/faults` refuses with a 400 (a rate outside 0..=1, a
-    /// bad token, a non-loopback metadata address). [`crate::Sim::set_faults`] clamps
-    /// rates instead and ignores an invalid `tokens` or `metadata`.
+    /// bad token, a non-loopback metadata address, an `app_concurrency` of 0).
+    /// [`crate::Sim::set_faults`] clamps rates (and an `app_concurrency` of 0 to 1)
+    /// instead and ignores an invalid `tokens` or `metadata`.
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
         for (name, v) in [
             ("error_rate", self.error_rate),
@@ -424,6 +459,9 @@ impl Faults {
         }
         if let Some(t) = &self.tokens {
             check_tokens(t)?;
+        }
+        if let Some(n) = self.app_concurrency {
+            check_concurrency(n)?;
         }
         if let Some(m) = &self.metadata {
             m.validate()?;

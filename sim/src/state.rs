@@ -198,6 +198,9 @@ pub(crate) struct Droplet {
     pub admin_locked: bool,
     /// `locked_while_new` when the droplet was created.
     pub lock_while_new: bool,
+    /// The droplet's own app service time, overriding `app_service_time` (read by its
+    /// app on each request).
+    pub app_override: Arc<crate::apps::AppOverride>,
 }
 
 impl Droplet {
@@ -250,6 +253,8 @@ pub(crate) struct Inner {
     pub addr: SocketAddr,
     pub url: String,
     pub handle: Handle,
+    /// The apps' global load knobs, read by every app on each request.
+    pub app_load: Arc<crate::apps::AppLoad>,
 }
 
 pub(crate) enum RateVerdict {
@@ -290,6 +295,7 @@ impl Inner {
     pub(crate) fn new(
         opts: StaticOpts,
         knobs: Knobs,
+        app_load: crate::apps::AppLoad,
         addr: SocketAddr,
         handle: Handle,
         start: Instant,
@@ -317,6 +323,7 @@ impl Inner {
             addr,
             url: format!("http://{addr}"),
             handle,
+            app_load: Arc::new(app_load),
         }
     }
 
@@ -370,6 +377,8 @@ impl Inner {
                     socket,
                     self.opts.app_boot_delay,
                     page,
+                    self.app_load.clone(),
+                    d.app_override.clone(),
                 ));
             }
         }
@@ -464,6 +473,7 @@ impl Inner {
                 app: None,
                 admin_locked: false,
                 lock_while_new: st.knobs.locked_while_new,
+                app_override: Arc::default(),
             },
         );
         (id, action_id)
@@ -696,6 +706,13 @@ impl Inner {
         if let Some(v) = f.shuffle_actions {
             k.shuffle_actions = v;
         }
+        if let Some(v) = f.app_service_time_ms {
+            self.app_load.set_service_time(ms(v));
+        }
+        if let Some(v) = f.app_concurrency {
+            // 0 (which `POST /_sim/faults` refuses) is clamped to 1.
+            self.app_load.set_concurrency(v.map(|n| n.max(1)));
+        }
         // The parts `POST /_sim/faults` would refuse with a 400.
         let checked = Faults {
             tokens: f.tokens.clone(),
@@ -773,6 +790,21 @@ impl Inner {
         }
     }
 
+    /// Sets (`Some`) or clears (`None`) one droplet's app service time, overriding
+    /// `app_service_time`. False if the droplet is unknown or deleted.
+    pub(crate) fn set_app_service_time_direct(&self, id: u64, t: Option<Duration>) -> bool {
+        let _rt = self.handle.enter();
+        let mut st = self.lock();
+        self.advance(&mut st, Instant::now());
+        match st.droplets.get(&id) {
+            Some(d) if d.deleted_at.is_none() => {
+                d.app_override.set(t);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The current knobs and options as JSON (for `/_sim/state`).
     pub(crate) fn options_json(&self, st: &State) -> Value {
         let k = &st.knobs;
@@ -806,6 +838,8 @@ impl Inner {
             "serve_apps": o.serve_apps,
             "backend_port": o.backend_port,
             "app_boot_delay_ms": ms(o.app_boot_delay),
+            "app_service_time_ms": ms(self.app_load.service_time()),
+            "app_concurrency": self.app_load.concurrency(),
             "metadata": k.metadata,
         })
     }
