@@ -28,7 +28,7 @@ pub struct EtcdStore {
     pub fence: Arc<Mutex<Option<Fence>>>,
     /// The lease this process's published autoscaler signals are bound to, once granted
     /// (see [`EtcdStore::publish_signals`]).
-    pub signals: tokio::sync::Mutex<Option<super::SignalsLease>>,
+    pub signals: Arc<tokio::sync::Mutex<Option<super::SignalsLease>>>,
 }
 
 /// A held lock as writes see it: the lock key must still exist with this create revision

@@ -134,8 +134,28 @@ impl LeaseState {
         *self.valid_until.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Lost for good: once the lease may have lapsed, a later renewal does not bring it
+    /// back.
     fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst) || Instant::now() >= self.valid_until()
+        if self.lost.load(Ordering::SeqCst) {
+            return true;
+        }
+        let valid_until = self.valid_until.lock().unwrap_or_else(|p| p.into_inner());
+        if Instant::now() >= *valid_until {
+            self.lost.store(true, Ordering::SeqCst);
+            return true;
+        }
+        false
+    }
+
+    /// Moves `valid_until` on to `until`, unless the leadership is lost already.
+    fn renewed(&self, until: Instant) -> bool {
+        let mut valid_until = self.valid_until.lock().unwrap_or_else(|p| p.into_inner());
+        if self.lost.load(Ordering::SeqCst) || Instant::now() >= *valid_until {
+            return false;
+        }
+        *valid_until = until;
+        true
     }
 }
 
@@ -230,8 +250,12 @@ async fn renew_leadership(
                     break;
                 }
                 let secs = u64::try_from(ttl).unwrap_or(0);
-                *state.valid_until.lock().unwrap_or_else(|p| p.into_inner()) =
-                    sent + Duration::from_secs(secs);
+                if !state.renewed(sent + Duration::from_secs(secs)) {
+                    log::warn!(
+                        "etcd: the leadership lease {lease:x} was renewed only after its TTL; the leadership is lost"
+                    );
+                    break;
+                }
                 pause = period;
             }
             Some(Err(e)) => {
@@ -550,6 +574,22 @@ mod tests {
         assert_eq!(ttl_secs(Duration::from_millis(1500)), 2);
         assert_eq!(ttl_secs(Duration::ZERO), 1);
         assert_eq!(ttl_secs(Duration::from_millis(1)), 1);
+    }
+
+    #[test]
+    fn a_lease_past_its_validity_is_lost_for_good() {
+        let state = LeaseState {
+            lost: AtomicBool::new(false),
+            valid_until: Mutex::new(Instant::now() + Duration::from_millis(50)),
+        };
+        assert!(!state.is_lost());
+        assert!(state.renewed(Instant::now() + Duration::from_millis(60)));
+        assert!(!state.is_lost());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(state.is_lost());
+        // A renewal answered too late does not bring it back.
+        assert!(!state.renewed(Instant::now() + Duration::from_secs(10)));
+        assert!(state.is_lost());
     }
 
     #[tokio::test]
