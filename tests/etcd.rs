@@ -1,7 +1,7 @@
 //! The etcd v3 client (`doproxy::store::etcd`) against real etcd processes on 127.0.0.1, started
 //! by the tests (skipped when etcd is not installed, unless CI is set): key-value calls,
-//! compare-and-swap under contention, the lease lock, and watches that survive an etcd
-//! restart and the loss of a cluster member.
+//! compare-and-swap under contention, the lease lock, the autoscaler's leadership and published
+//! signals, and watches that survive an etcd restart and the loss of a cluster member.
 
 use crate::support::etcd::{post_json, EtcdCluster};
 use doproxy::store::etcd::{Client, Compacted, Compare, Op, Options, Watch, WatchEvent};
@@ -1000,4 +1000,409 @@ fn etcd_store_updates_retry_a_lost_compare_and_swap_and_nothing_else() {
         assert_eq!(calls, 1, "{e:#}");
         assert_eq!(store.load().await.unwrap().ids, vec![99, 7]);
     });
+}
+
+/// A store on etcd at `endpoints` under `prefix`, as `doproxy` builds it.
+fn etcd_store(endpoints: Vec<String>, prefix: &str) -> doproxy::store::Store {
+    use doproxy::store::{Backend, Settings, Store};
+    let settings = Settings {
+        backend: Backend::Etcd(doproxy::store::etcd::Settings {
+            endpoints,
+            prefix: prefix.into(),
+            username: None,
+            password: None,
+            lock_ttl: Duration::from_secs(3),
+            timeout: TIMEOUT,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        }),
+        lock_timeout: Duration::from_secs(5),
+    };
+    Store::new(&settings, std::path::Path::new("doproxy.yml")).unwrap()
+}
+
+/// Waits (up to `within`) until `lead` reports its leadership lost; when it did.
+async fn wait_lost(lead: &doproxy::store::etcd::Leadership, within: Duration) -> Option<Instant> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if lead.is_lost() {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Calls `try_lead` (with `wait`) until it leads or `within` passes; the leadership and
+/// when it was had.
+async fn lead_within(
+    store: &doproxy::store::Store,
+    node: &str,
+    ttl: Duration,
+    wait: Duration,
+    within: Duration,
+) -> Option<(doproxy::store::etcd::Leadership, Instant)> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(l) = store.try_lead(node, ttl, wait).await.unwrap() {
+            return Some((l, Instant::now()));
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn etcd_leadership_is_exclusive_named_and_handed_over_on_resign() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let ttl = Duration::from_secs(2);
+    let wait = Duration::from_secs(1);
+    let a = etcd_store(etcd.endpoints(), "/lead/");
+    let b = etcd_store(etcd.endpoints(), "/lead/");
+    assert_eq!(a.leader().await.unwrap(), None);
+
+    // Two nodes at once: exactly one leads, the other hears so within about `wait`.
+    let t = Instant::now();
+    let (ra, rb) = tokio::join!(
+        async { (a.try_lead("lb-a", ttl, wait).await.unwrap(), t.elapsed()) },
+        async { (b.try_lead("lb-b", ttl, wait).await.unwrap(), t.elapsed()) },
+    );
+    let (lead, lead_store, follower_store, holder, other, refused_after) = match (ra, rb) {
+        ((Some(l), _), (None, took)) => (l, &a, &b, "lb-a", "lb-b", took),
+        ((None, took), (Some(l), _)) => (l, &b, &a, "lb-b", "lb-a", took),
+        (ra, rb) => panic!(
+            "not exactly one leader: a {:?}, b {:?}",
+            ra.0.is_some(),
+            rb.0.is_some()
+        ),
+    };
+    eprintln!("etcd: {holder} leads; {other} was told no after {refused_after:?}");
+    assert!(
+        refused_after < wait + Duration::from_secs(1),
+        "{refused_after:?}"
+    );
+    assert!(!lead.is_lost());
+    assert!(lead.key().unwrap().ends_with("/lead/autoscale/leader"));
+    assert_eq!(a.leader().await.unwrap().as_deref(), Some(holder));
+    assert_eq!(b.leader().await.unwrap().as_deref(), Some(holder));
+
+    // Past the TTL the renewal keeps it; the other still cannot lead.
+    tokio::time::sleep(ttl + Duration::from_millis(500)).await;
+    assert!(!lead.is_lost());
+    let t = Instant::now();
+    assert!(follower_store
+        .try_lead(other, ttl, Duration::from_millis(300))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        t.elapsed() < Duration::from_millis(1300),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(a.leader().await.unwrap().as_deref(), Some(holder));
+
+    // A follower waiting in try_lead takes over as soon as the leader resigns.
+    let waiting = async {
+        let r = follower_store
+            .try_lead(other, ttl, Duration::from_secs(5))
+            .await
+            .unwrap();
+        (r, Instant::now())
+    };
+    let resigning = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let at = Instant::now();
+        lead.resign().await.unwrap();
+        at
+    };
+    let ((next, got), resigned) = tokio::join!(waiting, resigning);
+    let next = next.expect("the waiting follower leads after the resignation");
+    let handover = got.saturating_duration_since(resigned);
+    eprintln!("etcd: resign -> waiting follower leads in {handover:?}");
+    assert!(handover < Duration::from_millis(800), "{handover:?}");
+    assert_eq!(a.leader().await.unwrap().as_deref(), Some(other));
+
+    // And a fresh call after a resignation leads at once.
+    next.resign().await.unwrap();
+    assert_eq!(a.leader().await.unwrap(), None);
+    let t = Instant::now();
+    let again = lead_store.try_lead(holder, ttl, wait).await.unwrap();
+    let again = again.expect("leads again after the other resigned");
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // A leader whose key is deleted under it (by hand) notices within a renewal period.
+    let raw = client(etcd.endpoints());
+    assert_eq!(raw.delete(again.key().unwrap()).await.unwrap(), 1);
+    let noticed = wait_lost(&again, ttl).await;
+    assert!(
+        noticed.is_some(),
+        "the leader did not notice its key vanished"
+    );
+    again.resign().await.unwrap();
+
+    // Several nodes racing, round after round: never two leaders.
+    let stores: Vec<_> = (0..4)
+        .map(|_| Arc::new(etcd_store(etcd.endpoints(), "/lead/")))
+        .collect();
+    for round in 0..3 {
+        let tries: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    s.try_lead(&format!("lb-{i}"), ttl, Duration::from_millis(300))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for t in tries {
+            won.extend(t.await.unwrap());
+        }
+        assert_eq!(won.len(), 1, "round {round}: {} leaders", won.len());
+        for l in won {
+            l.resign().await.unwrap();
+        }
+    }
+    assert_eq!(a.leader().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn etcd_leadership_of_a_holder_that_dies_passes_on_after_its_ttl() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let ttl = Duration::from_secs(2);
+    let wait = Duration::from_millis(500);
+    let a = etcd_store(etcd.endpoints(), "/dead/");
+    let b = etcd_store(etcd.endpoints(), "/dead/");
+    let lead = a.try_lead("lb-a", ttl, wait).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The holder "dies": no resignation, its renewal stops with it; the lease runs out.
+    let died = Instant::now();
+    drop(lead);
+    assert_eq!(b.leader().await.unwrap().as_deref(), Some("lb-a"));
+    let (next, got) = lead_within(&b, "lb-b", ttl, wait, ttl * 3)
+        .await
+        .expect("the other node never took over from the dead leader");
+    let took = got.saturating_duration_since(died);
+    eprintln!("etcd: leadership of a dead holder (ttl {ttl:?}) taken over after {took:?}");
+    assert!(
+        took >= ttl / 2,
+        "taken over before the lease could lapse: {took:?}"
+    );
+    assert!(took <= ttl + Duration::from_secs(1), "{took:?}");
+    assert!(!next.is_lost());
+    assert_eq!(a.leader().await.unwrap().as_deref(), Some("lb-b"));
+    next.resign().await.unwrap();
+}
+
+/// A TCP forwarder on 127.0.0.1 to `upstream` that can be cut: every connection is closed
+/// and new ones are closed at once, as if the network between a node and etcd failed.
+struct Forwarder {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Forwarder {
+    fn start(upstream: std::net::SocketAddr) -> Forwarder {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (cut.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((down, _)) if !c.load(Ordering::SeqCst) => {
+                        down.set_nonblocking(false).unwrap();
+                        let Ok(up) = std::net::TcpStream::connect(upstream) else {
+                            continue;
+                        };
+                        for (from, to) in [
+                            (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                            (up, down),
+                        ] {
+                            let c = c.clone();
+                            std::thread::spawn(move || pump(from, to, &c));
+                        }
+                    }
+                    Ok((down, _)) => drop(down),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Forwarder { port, cut, stop }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.cut();
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either closes or `cut` is set (then closes both).
+fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, cut: &AtomicBool) {
+    use std::io::{Read, Write};
+    from.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut buf = [0u8; 16 * 1024];
+    while !cut.load(Ordering::SeqCst) {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+#[tokio::test]
+async fn etcd_a_leader_cut_off_from_etcd_knows_it_lost_before_another_leads() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let ttl = Duration::from_secs(2);
+    let wait = Duration::from_millis(500);
+    let upstream = etcd
+        .endpoint(0)
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let link = Forwarder::start(upstream);
+    let a = etcd_store(vec![link.url()], "/cut/");
+    let b = etcd_store(etcd.endpoints(), "/cut/");
+    let lead = a.try_lead("lb-a", ttl, wait).await.unwrap().unwrap();
+    // Renewed through the link past the TTL.
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    assert!(!lead.is_lost());
+
+    let cut = Instant::now();
+    link.cut();
+    let (lost, taken) = tokio::join!(wait_lost(&lead, ttl + Duration::from_secs(1)), async {
+        let (next, got) = lead_within(&b, "lb-b", ttl, wait, ttl * 3)
+            .await
+            .expect("the other node never took over from the cut-off leader");
+        // The moment the other leads, the old leader already knows it does not.
+        assert!(lead.is_lost(), "two leaders at once");
+        (next, got)
+    });
+    let lost = lost.expect("the cut-off leader never noticed it lost the leadership");
+    let (next, got) = taken;
+    let (lost_after, taken_after) = (lost - cut, got - cut);
+    eprintln!(
+        "etcd: leader cut off from etcd (ttl {ttl:?}): knew it lost after {lost_after:?}, another led after {taken_after:?}"
+    );
+    // Lost at the latest a TTL after the last renewal, itself before the cut (the slack is
+    // for a busy machine's timers).
+    assert!(
+        lost_after <= ttl + Duration::from_millis(250),
+        "{lost_after:?}"
+    );
+    assert!(
+        taken_after <= ttl + Duration::from_secs(1),
+        "{taken_after:?}"
+    );
+    assert_eq!(b.leader().await.unwrap().as_deref(), Some("lb-b"));
+    drop(lead);
+    next.resign().await.unwrap();
+}
+
+#[tokio::test]
+async fn etcd_published_signals_list_live_nodes_and_drop_the_dead() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let ttl = Duration::from_secs(2);
+    let a = etcd_store(etcd.endpoints(), "/sig/");
+    let b = etcd_store(etcd.endpoints(), "/sig/");
+    assert_eq!(a.published_signals().await.unwrap(), vec![]);
+    a.publish_signals("lb-a", r#"{"rps":1}"#, ttl)
+        .await
+        .unwrap();
+    // A `/` in a node name stays inside the prefix, escaped.
+    b.publish_signals("lb/b", r#"{"rps":2}"#, ttl)
+        .await
+        .unwrap();
+    let both = vec![
+        ("lb-a".to_string(), r#"{"rps":1}"#.to_string()),
+        ("lb/b".to_string(), r#"{"rps":2}"#.to_string()),
+    ];
+    assert_eq!(a.published_signals().await.unwrap(), both);
+    assert_eq!(b.published_signals().await.unwrap(), both);
+    let raw = client(etcd.endpoints());
+    let (kvs, _) = raw.range_prefix("/sig/").await.unwrap();
+    let keys: Vec<&str> = kvs.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "/sig/autoscale/signals/lb%2Fb",
+            "/sig/autoscale/signals/lb-a"
+        ]
+    );
+    assert!(kvs.iter().all(|kv| kv.lease != 0), "{kvs:?}");
+    let lease_a = kvs[1].lease;
+    assert!(a.publish_signals("", "{}", ttl).await.is_err());
+
+    // Node a keeps publishing (each call replaces its value, on the same lease); node b
+    // stops, and its entry goes when its lease runs out.
+    let stopped = Instant::now();
+    let deadline = stopped + ttl * 3;
+    let mut gone = None;
+    let mut n = 1;
+    while Instant::now() < deadline {
+        n += 1;
+        let json = format!(r#"{{"rps":{n}}}"#);
+        a.publish_signals("lb-a", &json, ttl).await.unwrap();
+        let listed = a.published_signals().await.unwrap();
+        assert!(listed.contains(&("lb-a".to_string(), json)), "{listed:?}");
+        if listed.len() == 1 {
+            gone = Some(stopped.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let gone = gone.expect("the silent node's signals never went");
+    eprintln!("etcd: signals of a node that stopped publishing (ttl {ttl:?}) gone after {gone:?}");
+    assert!(gone >= ttl / 2, "{gone:?}");
+    // etcd looks for expired leases every 500 ms; the rest is slack for a busy machine.
+    assert!(gone <= ttl + Duration::from_secs(2), "{gone:?}");
+    let kv = raw
+        .get("/sig/autoscale/signals/lb-a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kv.lease, lease_a, "one lease per process, renewed");
+    assert!(kv.version > 2, "{kv:?}");
 }

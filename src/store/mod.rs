@@ -10,7 +10,7 @@ pub mod journal;
 use crate::inventory::Inventory;
 use crate::lock::FileLock;
 use anyhow::{anyhow, Context, Result};
-use etcd::{Conflict, EtcdChanges, EtcdStore};
+use etcd::{Conflict, EtcdChanges, EtcdStore, Leadership};
 use file::{FileChanges, FileStore};
 use journal::Journal;
 use std::path::PathBuf;
@@ -87,6 +87,7 @@ impl Store {
                 settings: s.clone(),
                 lock_timeout: settings.lock_timeout,
                 fence: Default::default(),
+                signals: Default::default(),
             }),
         })
     }
@@ -186,6 +187,50 @@ impl Store {
         }
     }
 
+    /// Tries to become the autoscaler's leader, returning within about `wait`:
+    /// `Some(Leadership)` when this node leads now, `None` when another node does (see
+    /// [`EtcdStore::try_lead`]). A file store has a single load balancer, which always
+    /// leads ([`Leadership::local`]).
+    pub async fn try_lead(
+        &self,
+        node: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Option<Leadership>> {
+        match self {
+            Store::File(_) => Ok(Some(Leadership::local())),
+            Store::Etcd(e) => e.try_lead(node, ttl, wait).await,
+        }
+    }
+
+    /// The node name of the autoscaler's current leader, if any (etcd; a file store names
+    /// none).
+    pub async fn leader(&self) -> Result<Option<String>> {
+        match self {
+            Store::File(_) => Ok(None),
+            Store::Etcd(e) => e.leader().await,
+        }
+    }
+
+    /// Publishes this node's latest autoscaler signals (opaque JSON) for the leader, valid
+    /// for `ttl` after the call (see [`EtcdStore::publish_signals`]); a file store has no
+    /// other node to tell: nothing is done.
+    pub async fn publish_signals(&self, node: &str, json: &str, ttl: Duration) -> Result<()> {
+        match self {
+            Store::File(_) => Ok(()),
+            Store::Etcd(e) => e.publish_signals(node, json, ttl).await,
+        }
+    }
+
+    /// Every live node's published signals, (node, json) sorted by node (etcd; a file store
+    /// has none: the leader uses its own).
+    pub async fn published_signals(&self) -> Result<Vec<(String, String)>> {
+        match self {
+            Store::File(_) => Ok(Vec::new()),
+            Store::Etcd(e) => e.published_signals().await,
+        }
+    }
+
     /// Reads the journal (creates not settled, deletes in progress).
     pub async fn journal(&self) -> Result<Journal> {
         match self {
@@ -249,5 +294,26 @@ impl Store {
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_store_always_leads_and_publishes_nothing() {
+        let store = Store::File(FileStore {
+            path: PathBuf::from("/nonexistent/doproxy-inventory"),
+            lock_timeout: Duration::from_secs(1),
+        });
+        let second = Duration::from_secs(1);
+        let lead = store.try_lead("lb-1", second, second).await;
+        let lead = lead.ok().flatten().expect("a file store leads");
+        assert!(!lead.is_lost());
+        assert!(lead.resign().await.is_ok());
+        assert_eq!(store.leader().await.ok(), Some(None));
+        assert!(store.publish_signals("lb-1", "{}", second).await.is_ok());
+        assert_eq!(store.published_signals().await.ok(), Some(vec![]));
     }
 }

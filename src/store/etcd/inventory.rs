@@ -26,6 +26,9 @@ pub struct EtcdStore {
     pub lock_timeout: Duration,
     /// The lock this process holds, if any: every write is fenced by it.
     pub fence: Arc<Mutex<Option<Fence>>>,
+    /// The lease this process's published autoscaler signals are bound to, once granted
+    /// (see [`EtcdStore::publish_signals`]).
+    pub signals: Arc<tokio::sync::Mutex<Option<super::SignalsLease>>>,
 }
 
 /// A held lock as writes see it: the lock key must still exist with this create revision

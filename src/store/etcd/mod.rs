@@ -5,9 +5,11 @@
 //! leases, a lease-based lock and a watch that survives member restarts.
 //!
 //! The parts: `transport` (member failover, auth, the generic call path), `wire` (the JSON
-//! wire format), `lock` (the lease lock) and `watch` (the resumable watch).
+//! wire format), `lock` (the lease lock), `watch` (the resumable watch) and `leader` (the
+//! autoscaler's leader election and published signals).
 
 mod inventory;
+mod leader;
 mod lock;
 mod transport;
 mod watch;
@@ -15,6 +17,7 @@ mod wire;
 
 pub use inventory::{Conflict, EtcdChanges, EtcdStore, Presence, Read};
 
+pub use leader::{Leadership, SignalsLease};
 pub use lock::Lock;
 pub use watch::{Compacted, Watch, WatchEvent};
 
