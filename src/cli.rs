@@ -542,10 +542,12 @@ async fn run(
         };
         let ctx = std::rc::Rc::new(ctx);
         return match timeout {
-            Some(t) => match tokio::time::timeout(t, commands::autoscaler::run(ctx.clone(), opts)).await {
-                Ok(r) => r,
-                Err(_) => Err(ctx.timed_out(t).await),
-            },
+            Some(t) => {
+                match tokio::time::timeout(t, commands::autoscaler::run(ctx.clone(), opts)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ctx.timed_out(t).await),
+                }
+            }
             None => commands::autoscaler::run(ctx, opts).await,
         };
     }

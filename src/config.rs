@@ -171,6 +171,8 @@ struct RawAutoscale {
     max_hourly_cost: Option<f64>,
     hourly_price: Option<f64>,
     scale_in_error_ratio: Option<f64>,
+    reconcile_interval: Option<RawDuration>,
+    metrics_listen: Option<String>,
 }
 
 /// `autoscale.targets`: when given, only the targets it names are used.
@@ -264,6 +266,20 @@ impl Resolver<'_> {
             max_hourly_cost: a.max_hourly_cost,
             hourly_price: a.hourly_price,
             scale_in_error_ratio: a.scale_in_error_ratio.unwrap_or(d.scale_in_error_ratio),
+            reconcile_interval: self.dur(
+                &k("reconcile_interval"),
+                a.reconcile_interval,
+                d.reconcile_interval,
+            )?,
+            metrics_listen: match a.metrics_listen.as_deref() {
+                None => None,
+                Some(text) => Some(text.parse::<std::net::SocketAddr>().map_err(|_| {
+                    self.bad(
+                        &k("metrics_listen"),
+                        format!("{text:?} is not an IP:PORT address (e.g. 127.0.0.1:9150)"),
+                    )
+                })?),
+            },
         };
         s.validate().map_err(|(key, msg)| self.bad(&k(key), msg))?;
         Ok(s)

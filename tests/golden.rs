@@ -15,6 +15,7 @@ fn servers(base: [u8; 3]) -> Vec<Server> {
             name: format!("web-{i}abcde"),
             private_ip: format!("{}.{}.{}.{}", base[0], base[1], base[2], 10 + i),
             public_ip: None,
+            standby: false,
         })
         .collect()
 }

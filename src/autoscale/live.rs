@@ -141,7 +141,12 @@ impl Roster {
         v.into_iter().take(n as usize).map(|m| m.id).collect()
     }
 
-    fn pick(&self, n: u32, keep: impl Fn(&Member) -> bool, key: impl Fn(&Member) -> usize) -> Vec<u64> {
+    fn pick(
+        &self,
+        n: u32,
+        keep: impl Fn(&Member) -> bool,
+        key: impl Fn(&Member) -> usize,
+    ) -> Vec<u64> {
         let mut v: Vec<&Member> = self.members.iter().filter(|m| keep(m)).collect();
         v.sort_by_key(|m| key(m));
         v.into_iter().take(n as usize).map(|m| m.id).collect()
@@ -197,8 +202,11 @@ pub fn signals(prev: Option<&Reading>, cur: &Reading, roster: &Roster, now: Dura
         let (a, b) = (f(&p.sample)?, f(s)?);
         (dt >= 0.05 && b >= a).then(|| (b - a) as f64 / dt)
     };
-    let request_rate = rate_of(|s| s.backend.req_tot)
-        .or_else(|| prev.is_none().then_some(s.frontend.req_rate.map(|r| r as f64)).flatten());
+    let request_rate = rate_of(|s| s.backend.req_tot).or_else(|| {
+        prev.is_none()
+            .then_some(s.frontend.req_rate.map(|r| r as f64))
+            .flatten()
+    });
     Signals {
         age: now.saturating_sub(cur.at),
         in_flight: Some(in_flight as f64),
@@ -330,7 +338,11 @@ mod tests {
         Reading {
             at: Duration::from_millis(at_ms),
             sample: StatSample {
-                servers: vec![stat(1, "UP", 4, 1), stat(2, "UP", 3, 1), stat(3, "UP", 9, 0)],
+                servers: vec![
+                    stat(1, "UP", 4, 1),
+                    stat(2, "UP", 3, 1),
+                    stat(3, "UP", 9, 0),
+                ],
                 backend: ProxyTotals {
                     scur: Some(16),
                     qcur: Some(2),
@@ -375,7 +387,12 @@ mod tests {
         assert_eq!(first.request_rate, Some(33.0));
         assert_eq!(first.error_rate, None);
         // HAProxy restarted: the counters went back; no rate from this pair.
-        let restarted = signals(Some(&b), &reading(2000, 3, 0), &r, Duration::from_millis(2000));
+        let restarted = signals(
+            Some(&b),
+            &reading(2000, 3, 0),
+            &r,
+            Duration::from_millis(2000),
+        );
         assert_eq!(restarted.request_rate, None);
         assert_eq!(restarted.error_rate, None);
     }

@@ -91,6 +91,12 @@ pub struct Settings {
     /// No scale-in while 5xx answers are more than this share of requests
     /// (`scale_in_error_ratio`, default 0.01 = 1 %).
     pub scale_in_error_ratio: f64,
+    /// How often the live daemon lists the deployment's droplets, its only steady-state API
+    /// call (`reconcile_interval`, default 60 s; every 10 s at most while the API fails).
+    pub reconcile_interval: Duration,
+    /// Where the live daemon serves Prometheus metrics (`metrics_listen`, e.g.
+    /// `127.0.0.1:9150`; default none: no listener).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Settings {
@@ -113,6 +119,8 @@ impl Default for Settings {
             max_hourly_cost: None,
             hourly_price: None,
             scale_in_error_ratio: 0.01,
+            reconcile_interval: Duration::from_secs(60),
+            metrics_listen: None,
         }
     }
 }
@@ -198,6 +206,14 @@ impl Settings {
             return Err(("action_window", "must be above 0".into()));
         }
         positive("max_hourly_cost", self.max_hourly_cost)?;
+        if self.reconcile_interval < Duration::from_secs(1)
+            || self.reconcile_interval > Duration::from_secs(3600)
+        {
+            return Err((
+                "reconcile_interval",
+                "must be at least 1s and at most 1h".into(),
+            ));
+        }
         positive("hourly_price", self.hourly_price)?;
         if let (Some(cap), Some(price)) = (self.max_hourly_cost, self.hourly_price) {
             if cap < price * f64::from(self.min) {

@@ -45,11 +45,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
 
-/// How often the daemon lists the deployment's droplets when all is well: its only
-/// steady-state API call.
-pub const RECONCILE: Duration = Duration::from_secs(60);
-/// How often it tries the API again while it is failing (to stop failing static soon
-/// after it recovers).
+/// How often the daemon tries the API again while it is failing (to stop failing static
+/// soon after it recovers), at most: `reconcile_interval` when that is shorter.
 const RECONCILE_FAILING: Duration = Duration::from_secs(10);
 /// A quiet daemon still prints its state this often.
 const HEARTBEAT: Duration = Duration::from_secs(60);
@@ -145,7 +142,9 @@ pub async fn run(ctx: Rc<Ctx>, opts: Options) -> Result<()> {
     // The daemon prints its own lines; the commands it runs print no result objects.
     output::json_results_off();
     let local = tokio::task::LocalSet::new();
-    local.run_until(Daemon::new(ctx, settings, opts).run()).await
+    local
+        .run_until(Daemon::new(ctx, settings, opts).run())
+        .await
 }
 
 /// What a finished background operation was.
@@ -174,6 +173,132 @@ struct Daemon {
     last_print: Option<Instant>,
     last_save: Option<Instant>,
     clock: Duration,
+    /// What `metrics_listen` serves.
+    metrics: Rc<std::cell::RefCell<Metrics>>,
+}
+
+/// The daemon's figures for Prometheus (`metrics_listen`).
+#[derive(Debug, Default)]
+struct Metrics {
+    last: Option<Line>,
+    decisions: BTreeMap<String, u64>,
+}
+
+impl Metrics {
+    /// The Prometheus text exposition format.
+    fn render(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, help: &str, kind: &str, rows: Vec<(String, f64)>| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (labels, v) in rows {
+                out.push_str(&format!("{name}{labels} {v}\n"));
+            }
+        };
+        if let Some(l) = &self.last {
+            metric(
+                "doproxy_autoscale_desired_servers",
+                "Serving droplets the last decision asked for.",
+                "gauge",
+                l.desired
+                    .map(|d| (String::new(), f64::from(d)))
+                    .into_iter()
+                    .collect(),
+            );
+            let c = &l.current;
+            metric(
+                "doproxy_autoscale_servers",
+                "Droplets by role.",
+                "gauge",
+                [
+                    ("serving", c.serving),
+                    ("standby", c.standby),
+                    ("booting", c.booting),
+                    ("draining", c.draining),
+                ]
+                .iter()
+                .map(|(r, n)| (format!("{{role=\"{r}\"}}"), f64::from(*n)))
+                .collect(),
+            );
+            metric(
+                "doproxy_autoscale_leader",
+                "1 when this node's autoscaler acts.",
+                "gauge",
+                vec![(String::new(), if l.leader { 1.0 } else { 0.0 })],
+            );
+            let signals: Vec<(String, f64)> = l
+                .signals
+                .as_ref()
+                .and_then(|s| s.as_object())
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|(k, v)| Some((format!("{{name=\"{k}\"}}"), v.as_f64()?)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            metric(
+                "doproxy_autoscale_signal",
+                "The signals the last decision read (age in seconds; times in ms; rates per second).",
+                "gauge",
+                signals,
+            );
+        }
+        metric(
+            "doproxy_autoscale_decisions_total",
+            "Decisions taken, by reason.",
+            "counter",
+            self.decisions
+                .iter()
+                .map(|(r, n)| (format!("{{reason=\"{r}\"}}"), *n as f64))
+                .collect(),
+        );
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `addr` (any other path: 404) until the daemon stops.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: Rc<std::cell::RefCell<Metrics>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::task::spawn_local(async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            let read = async {
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            };
+            if tokio::time::timeout(Duration::from_secs(5), read)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf);
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = if head.starts_with("GET ")
+                && (path == "/metrics" || path.starts_with("/metrics?"))
+            {
+                ("200 OK", metrics.borrow().render())
+            } else {
+                ("404 Not Found", "not found; try /metrics\n".to_string())
+            };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(reply.as_bytes()).await;
+        });
+    }
 }
 
 impl Daemon {
@@ -204,6 +329,7 @@ impl Daemon {
             last_print: None,
             last_save: None,
             clock: now,
+            metrics: Rc::default(),
         }
     }
 
@@ -217,6 +343,13 @@ impl Daemon {
         let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         let tick = self.controller.settings().tick;
+        if let (Some(addr), false) = (self.controller.settings().metrics_listen, self.opts.once) {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("autoscale.metrics_listen: cannot listen on {addr}"))?;
+            note(&format!("serving metrics on http://{addr}/metrics"));
+            tokio::task::spawn_local(serve_metrics(listener, self.metrics.clone()));
+        }
         if self.opts.once {
             let work = async {
                 // The rates (requests, 5xx) need two samples.
@@ -237,7 +370,11 @@ impl Daemon {
         note(&format!(
             "autoscaling {} every {tick:.1?}{}",
             self.ctx.store.describe(),
-            if self.opts.dry_run { " (dry run: nothing is changed)" } else { "" }
+            if self.opts.dry_run {
+                " (dry run: nothing is changed)"
+            } else {
+                ""
+            }
         ));
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -256,7 +393,9 @@ impl Daemon {
         while self.ops.join_next().await.is_some() {}
         if running > 0 {
             let what = self.ctx.interrupted("SIGTERM").await;
-            note(&format!("stopping: {running} operation(s) interrupted: {what:#}"));
+            note(&format!(
+                "stopping: {running} operation(s) interrupted: {what:#}"
+            ));
         }
         note("autoscaler stopped");
         Ok(())
@@ -264,7 +403,11 @@ impl Daemon {
 
     /// Reads HAProxy's stats; keeps the reading as the previous one for the rates.
     async fn sample(&mut self) -> Option<(Reading, Option<Reading>)> {
-        let timeout = self.controller.settings().stale_after.min(Duration::from_secs(2));
+        let timeout = self
+            .controller
+            .settings()
+            .stale_after
+            .min(Duration::from_secs(2));
         let at = self.now();
         match runtime::sample(&self.ctx.cfg.haproxy.values, timeout).await {
             Ok(sample) => {
@@ -291,7 +434,9 @@ impl Daemon {
         let (inv, mut journal) = match self.read_store().await {
             Ok(x) => x,
             Err(e) => {
-                warn(&format!("autoscale: {e:#}; doing nothing until the store can be read"));
+                warn(&format!(
+                    "autoscale: {e:#}; doing nothing until the store can be read"
+                ));
                 let line = self.line_without_decision("store_unreadable", Fleet::default());
                 self.print(line, once);
                 return;
@@ -303,7 +448,10 @@ impl Daemon {
                 journal.standby.push(*id);
             }
         }
-        let stats = reading.as_ref().map(|(r, _)| r.sample.servers.clone()).unwrap_or_default();
+        let stats = reading
+            .as_ref()
+            .map(|(r, _)| r.sample.servers.clone())
+            .unwrap_or_default();
         let mut roster = Roster::new(&inv, &journal, &stats);
         for m in &mut roster.members {
             if self.deleting.contains(&m.id) {
@@ -343,7 +491,8 @@ impl Daemon {
     }
 
     fn api_state(&mut self) -> ApiState {
-        if self.api_until.is_some_and(|t| Instant::now() >= t) && self.api == ApiState::RateLimited {
+        if self.api_until.is_some_and(|t| Instant::now() >= t) && self.api == ApiState::RateLimited
+        {
             // The limit has reset; the next call tells.
             self.api = ApiState::Ok;
             self.api_until = None;
@@ -362,7 +511,8 @@ impl Daemon {
         };
         if de.status() == Some(429) {
             self.api = ApiState::RateLimited;
-            self.api_until = Some(Instant::now() + de.retry_after().unwrap_or(Duration::from_secs(60)));
+            self.api_until =
+                Some(Instant::now() + de.retry_after().unwrap_or(Duration::from_secs(60)));
         } else {
             self.api = ApiState::Erroring;
         }
@@ -370,12 +520,20 @@ impl Daemon {
 
     /// The reconciling list: once a minute (every 10 s while the API fails).
     async fn reconcile(&mut self, inv: &[u64]) {
-        let every = if self.api == ApiState::Ok { RECONCILE } else { RECONCILE_FAILING };
+        let every = self.controller.settings().reconcile_interval;
+        let every = if self.api == ApiState::Ok {
+            every
+        } else {
+            every.min(RECONCILE_FAILING)
+        };
         if self.last_reconcile.is_some_and(|t| t.elapsed() < every) {
             return;
         }
         self.last_reconcile = Some(Instant::now());
-        let inventory = crate::inventory::Inventory { ids: inv.to_vec(), ..Default::default() };
+        let inventory = crate::inventory::Inventory {
+            ids: inv.to_vec(),
+            ..Default::default()
+        };
         match self.ctx.fleet(&inventory).await {
             Ok(fleet) => {
                 self.api = ApiState::Ok;
@@ -394,7 +552,10 @@ impl Daemon {
     async fn fix_weights(&self, roster: &Roster) {
         for (id, w) in roster.weight_fixes() {
             if let Err(e) = runtime::set_weight(&self.ctx.cfg.haproxy.values, id, w).await {
-                warn(&format!("autoscale: cannot set the weight of {}: {e:#}", crate::haproxy::server_name(id)));
+                warn(&format!(
+                    "autoscale: cannot set the weight of {}: {e:#}",
+                    crate::haproxy::server_name(id)
+                ));
             }
         }
     }
@@ -407,14 +568,20 @@ impl Daemon {
         for id in roster.to_admit(a.admit) {
             match runtime::set_weight(values, id, 1).await {
                 Ok(()) => admitted.push(id),
-                Err(e) => warn(&format!("autoscale: cannot admit {}: {e:#}", crate::haproxy::server_name(id))),
+                Err(e) => warn(&format!(
+                    "autoscale: cannot admit {}: {e:#}",
+                    crate::haproxy::server_name(id)
+                )),
             }
         }
         let mut parked = Vec::new();
         for id in roster.to_park(a.park) {
             match runtime::set_weight(values, id, 0).await {
                 Ok(()) => parked.push(id),
-                Err(e) => warn(&format!("autoscale: cannot park {}: {e:#}", crate::haproxy::server_name(id))),
+                Err(e) => warn(&format!(
+                    "autoscale: cannot park {}: {e:#}",
+                    crate::haproxy::server_name(id)
+                )),
             }
         }
         if !admitted.is_empty() || !parked.is_empty() {
@@ -431,7 +598,8 @@ impl Daemon {
                     .locked(async || {
                         ctx.store
                             .update_journal(|j| {
-                                j.standby.retain(|s| !admit.contains(s) && !park.contains(s));
+                                j.standby
+                                    .retain(|s| !admit.contains(s) && !park.contains(s));
                                 j.standby.extend(park.iter().copied());
                             })
                             .await
@@ -458,7 +626,8 @@ impl Daemon {
         if a.create > 0 {
             let ctx = self.ctx.clone();
             let n = a.create;
-            self.ops.spawn_local(async move { (Op::Create(n), create::run_standby(&ctx, n).await) });
+            self.ops
+                .spawn_local(async move { (Op::Create(n), create::run_standby(&ctx, n).await) });
         }
         if !once {
             // Let the role change reach the journal before the next tick reads it.
@@ -496,7 +665,14 @@ impl Daemon {
         }
     }
 
-    fn line(&self, d: &Decision, snap: &Snapshot, admitted: Vec<u64>, parked: Vec<u64>, deleting: Vec<u64>) -> Line {
+    fn line(
+        &self,
+        d: &Decision,
+        snap: &Snapshot,
+        admitted: Vec<u64>,
+        parked: Vec<u64>,
+        deleting: Vec<u64>,
+    ) -> Line {
         let mut line = self.line_from(d, snap.fleet);
         line.admitted = admitted;
         line.parked = parked;
@@ -509,12 +685,18 @@ impl Daemon {
             time: output::timestamp(SystemTime::now()),
             leader: true,
             dry_run: self.opts.dry_run,
-            signals: d.signals.as_ref().and_then(|s| serde_json::to_value(s).ok()),
+            signals: d
+                .signals
+                .as_ref()
+                .and_then(|s| serde_json::to_value(s).ok()),
             current,
             desired: Some(d.desired),
             action: d.action,
             reason: json_name(&d.reason),
-            limited_by: d.limited_by.as_ref().and_then(|l: &Limit| serde_json::to_value(l).ok()),
+            limited_by: d
+                .limited_by
+                .as_ref()
+                .and_then(|l: &Limit| serde_json::to_value(l).ok()),
             admitted: Vec::new(),
             parked: Vec::new(),
             deleting: Vec::new(),
@@ -541,6 +723,11 @@ impl Daemon {
     /// Prints `line` when it says something new (an action, another reason or count, a
     /// minute of quiet, or `--once`).
     fn print(&mut self, line: Line, once: bool) {
+        {
+            let mut m = self.metrics.borrow_mut();
+            *m.decisions.entry(line.reason.clone()).or_default() += 1;
+            m.last = Some(line.clone());
+        }
         let same = self.last_line.as_ref().is_some_and(|l| {
             l.reason == line.reason
                 && l.current == line.current
@@ -561,7 +748,12 @@ impl Daemon {
 
     /// Writes the state file (at most every few seconds; never in a dry run).
     fn save(&mut self, force: bool) {
-        if self.opts.dry_run || (!force && self.last_save.is_some_and(|t| t.elapsed() < Duration::from_secs(5))) {
+        if self.opts.dry_run
+            || (!force
+                && self
+                    .last_save
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(5)))
+        {
             return;
         }
         self.last_save = Some(Instant::now());
@@ -577,7 +769,10 @@ impl Daemon {
         let path = state_path(&self.ctx.cfg.haproxy.installed_cfg);
         let text = serde_json::to_string(&state).unwrap_or_default();
         if let Err(e) = crate::fsutil::write_atomic(&path, format!("{text}\n").as_bytes()) {
-            warn(&format!("autoscale: cannot write {}: {e:#}", path.display()));
+            warn(&format!(
+                "autoscale: cannot write {}: {e:#}",
+                path.display()
+            ));
         }
     }
 }
@@ -615,7 +810,11 @@ pub fn text(l: &Line) -> String {
         did.push(format!("delete {}", a.delete));
     }
     s.push_str(": ");
-    s.push_str(&if did.is_empty() { "no change".to_string() } else { did.join(", ") });
+    s.push_str(&if did.is_empty() {
+        "no change".to_string()
+    } else {
+        did.join(", ")
+    });
     s.push_str(&format!(" ({})", l.reason.replace('_', " ")));
     if l.dry_run {
         s.push_str(" [dry run]");

@@ -38,7 +38,10 @@ pub async fn run(ctx: &Ctx, to: u32, dry_run: bool) -> Result<()> {
     if to > have {
         let admit = roster.to_admit(to - have);
         for id in &admit {
-            say(&format!("{prefix}admit standby {}", crate::haproxy::server_name(*id)));
+            say(&format!(
+                "{prefix}admit standby {}",
+                crate::haproxy::server_name(*id)
+            ));
             if !dry_run {
                 runtime::set_weight(&ctx.cfg.haproxy.values, *id, 1).await?;
                 ctx.locked(async || {
@@ -48,7 +51,12 @@ pub async fn run(ctx: &Ctx, to: u32, dry_run: bool) -> Result<()> {
                         .map(|_| ())
                 })
                 .await
-                .with_context(|| format!("admitted {} in HAProxy, but cannot record it", crate::haproxy::server_name(*id)))?;
+                .with_context(|| {
+                    format!(
+                        "admitted {} in HAProxy, but cannot record it",
+                        crate::haproxy::server_name(*id)
+                    )
+                })?;
             }
             admitted.push(*id);
         }
