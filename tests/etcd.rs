@@ -932,6 +932,8 @@ fn etcd_store_updates_retry_a_lost_compare_and_swap_and_nothing_else() {
         .build()
         .unwrap();
     rt.block_on(async {
+        // A missing inventory key is an error (`inventory init` creates it).
+        assert!(store.init().await.unwrap());
         // Another writer changes the inventory between the read and the compare-and-swap:
         // the update is done again on what it wrote, and nothing is lost.
         let mut calls = 0;

@@ -175,6 +175,56 @@ struct Daemon {
     clock: Duration,
     /// What `metrics_listen` serves.
     metrics: Rc<std::cell::RefCell<Metrics>>,
+    /// This node's name among the load balancers.
+    node: String,
+    /// The autoscaler's leadership, while this node holds it.
+    leadership: Option<crate::store::etcd::Leadership>,
+    /// The leader's lease TTL (the etcd inventory's `lock_ttl`).
+    leader_ttl: Duration,
+}
+
+/// One node's signals as published in etcd for the leader.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Published {
+    /// When they were read (Unix seconds).
+    at: f64,
+    in_flight: Option<f64>,
+    queued: Option<f64>,
+    request_rate: Option<f64>,
+    queue_time_ms: Option<f64>,
+    response_time_ms: Option<f64>,
+    error_rate: Option<f64>,
+}
+
+impl Published {
+    fn of(s: &crate::autoscale::Signals, now: Duration) -> Published {
+        Published {
+            at: now.saturating_sub(s.age).as_secs_f64(),
+            in_flight: s.in_flight,
+            queued: s.queued,
+            request_rate: s.request_rate,
+            queue_time_ms: s.queue_time_ms,
+            response_time_ms: s.response_time_ms,
+            error_rate: s.error_rate,
+        }
+    }
+
+    fn signals(&self, now: Duration) -> crate::autoscale::Signals {
+        let at = if self.at.is_finite() && self.at >= 0.0 {
+            Duration::from_secs_f64(self.at)
+        } else {
+            Duration::ZERO
+        };
+        crate::autoscale::Signals {
+            age: now.saturating_sub(at),
+            in_flight: self.in_flight,
+            queued: self.queued,
+            request_rate: self.request_rate,
+            queue_time_ms: self.queue_time_ms,
+            response_time_ms: self.response_time_ms,
+            error_rate: self.error_rate,
+        }
+    }
 }
 
 /// The daemon's figures for Prometheus (`metrics_listen`).
@@ -303,6 +353,11 @@ async fn serve_metrics(
 
 impl Daemon {
     fn new(ctx: Rc<Ctx>, settings: Settings, opts: Options) -> Daemon {
+        let node = ctx.node_name();
+        let leader_ttl = match &ctx.cfg.store.backend {
+            crate::store::Backend::Etcd(e) => e.lock_ttl,
+            _ => Duration::from_secs(10),
+        };
         let mut controller = Controller::new(settings.clone());
         let now = unix_now();
         let keep = settings.stabilization_down.max(settings.stabilization_up);
@@ -330,6 +385,9 @@ impl Daemon {
             last_save: None,
             clock: now,
             metrics: Rc::default(),
+            node,
+            leadership: None,
+            leader_ttl,
         }
     }
 
@@ -397,6 +455,13 @@ impl Daemon {
                 "stopping: {running} operation(s) interrupted: {what:#}"
             ));
         }
+        if let Some(l) = self.leadership.take() {
+            if let Err(e) = l.resign().await {
+                warn(&format!(
+                    "autoscale: giving up the leadership: {e:#} (it lapses by itself)"
+                ));
+            }
+        }
         note("autoscaler stopped");
         Ok(())
     }
@@ -461,11 +526,27 @@ impl Daemon {
         if !self.opts.dry_run && reading.is_some() {
             self.fix_weights(&roster).await;
         }
-        self.reconcile(&inv).await;
         let now = self.now();
-        let signals = reading
+        let own = reading
             .as_ref()
             .map(|(cur, prev)| live::signals(prev.as_ref(), cur, &roster, now));
+        if !self.lead(own.as_ref(), roster.fleet(), now).await {
+            let mut line = self.line_without_decision("follower", roster.fleet());
+            line.leader = false;
+            line.signals = own.as_ref().and_then(|s| serde_json::to_value(s).ok());
+            self.print(line, once);
+            return;
+        }
+        let signals = match self.all_signals(own, now).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn(&format!(
+                    "autoscale: reading the other nodes' signals: {e:#}"
+                ));
+                None
+            }
+        };
+        self.reconcile(&inv).await;
         let snap = Snapshot {
             now,
             signals,
@@ -482,6 +563,80 @@ impl Daemon {
         };
         self.print(line, once);
         self.save(once);
+    }
+
+    /// Publishes this node's signals (etcd) and holds or seeks the leadership; true when
+    /// this node acts.
+    async fn lead(
+        &mut self,
+        own: Option<&crate::autoscale::Signals>,
+        fleet: Fleet,
+        now: Duration,
+    ) -> bool {
+        if let Some(s) = own {
+            let text = serde_json::to_string(&Published::of(s, now)).unwrap_or_default();
+            if let Err(e) = self
+                .ctx
+                .store
+                .publish_signals(&self.node, &text, self.leader_ttl)
+                .await
+            {
+                log::debug!("autoscale: publishing this node's signals: {e:#}");
+            }
+        }
+        if self.leadership.as_ref().is_some_and(|l| l.is_lost()) {
+            warn("autoscale: the leadership was lost (its lease expired); standing by");
+            self.leadership = None;
+        }
+        if self.leadership.is_none() {
+            let wait = (self.controller.settings().tick / 4).min(Duration::from_millis(250));
+            match self
+                .ctx
+                .store
+                .try_lead(&self.node, self.leader_ttl, wait)
+                .await
+            {
+                Ok(Some(l)) => {
+                    if l.key().is_some() {
+                        note(&format!("autoscale: this node ({}) leads", self.node));
+                    }
+                    // A leader with no saved window (a first start, a takeover) watches
+                    // for `stabilization_down` before it scales in: its window starts
+                    // now, holding the fleet it found.
+                    if self.controller.window().is_empty() {
+                        let hold = fleet.serving + fleet.booting;
+                        self.controller.remember(&[(now, hold, hold)]);
+                    }
+                    self.leadership = Some(l);
+                }
+                Ok(None) => {}
+                Err(e) => log::debug!("autoscale: seeking the leadership: {e:#}"),
+            }
+        }
+        self.leadership.is_some()
+    }
+
+    /// The signals the leader decides on: every node's latest (etcd), this node's own
+    /// fresh sample in place of its published copy. With one load balancer, its own.
+    async fn all_signals(
+        &self,
+        own: Option<crate::autoscale::Signals>,
+        now: Duration,
+    ) -> Result<Option<crate::autoscale::Signals>> {
+        let Some(own) = own else { return Ok(None) };
+        let published = self.ctx.store.published_signals().await?;
+        let mut all = vec![own];
+        for (node, text) in published {
+            if node == self.node {
+                continue;
+            }
+            match serde_json::from_str::<Published>(&text) {
+                Ok(p) => all.push(p.signals(now)),
+                // A node whose signals cannot be read: fail static, never read as zero.
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(live::combine(&all))
     }
 
     async fn read_store(&self) -> Result<(Vec<u64>, Journal)> {
