@@ -250,3 +250,379 @@ fn a_step_is_served_by_an_admitted_standby_within_a_second() {
         "admitted {admitted:?}, journal {j:?}"
     );
 }
+
+/// POSTs to `/v2/droplets` the simulator answered (droplets created or tried).
+fn creates_sent(env: &TestEnv) -> usize {
+    env.sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/v2/droplets")
+        .count()
+}
+
+/// DELETEs of droplets the simulator saw.
+fn deletes_sent(env: &TestEnv) -> usize {
+    env.sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path.starts_with("/v2/droplets/"))
+        .count()
+}
+
+/// Waits (bounded) until a decision line satisfies `pred`.
+fn wait_line(env: &TestEnv, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) {
+    wait_for(what, timeout, || {
+        env.read("autoscale.log")
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|l| pred(&l))
+    });
+}
+
+fn actions(lines: &[Value], key: &str) -> u64 {
+    lines
+        .iter()
+        .map(|l| l["action"][key].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn no_stats_sample_means_no_action_and_haproxy_keeps_serving() {
+    let Some(env) = world(
+        Duration::from_millis(50),
+        json!({"min": 1, "max": 6, "standby": 1, "tick": "200ms", "stale_after": "1s",
+               "targets": {"sessions_per_server": 2}, "reconcile_interval": "2s"}),
+    ) else {
+        return;
+    };
+    env.run(&["create"]).ok();
+    let child = daemon(&env, &[]);
+    wait_for("1 parked standby", Duration::from_secs(30), || {
+        parked_standbys(&env).len() == 1
+    });
+    // Blackout: the stats socket is gone from where the config says it is.
+    let sock = env.path("admin.sock");
+    let away = env.path("admin.sock.away");
+    std::fs::rename(&sock, &away).unwrap();
+    wait_line(
+        &env,
+        "a signals_missing line",
+        Duration::from_secs(5),
+        |l| l["reason"] == "signals_missing",
+    );
+    let (posts, deletes, inventory) = (creates_sent(&env), deletes_sent(&env), env.inventory());
+    let load = Load::start(env.frontend(), 8, 8, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    let during = decisions(&env);
+    // Nothing done while blind: no create, no delete, no standby admitted.
+    assert_eq!(creates_sent(&env), posts);
+    assert_eq!(deletes_sent(&env), deletes);
+    assert_eq!(env.inventory(), inventory);
+    std::fs::rename(&away, &sock).unwrap();
+    assert_eq!(parked_standbys(&env).len(), 1, "{during:?}");
+    // Sight back: the same load gets the standby admitted (the test can see an action).
+    wait_line(&env, "an admit", Duration::from_secs(10), |l| {
+        l["action"]["admit"].as_u64() > Some(0)
+    });
+    let answers = load.stop();
+    stop(&env, child);
+    let failed = answers.iter().filter(|a| a.status != 200).count();
+    assert_eq!(failed, 0, "HAProxy kept serving through the blackout");
+}
+
+#[test]
+fn an_api_outage_means_no_create_and_no_delete() {
+    let Some(env) = world(
+        Duration::from_millis(50),
+        json!({"min": 1, "max": 6, "standby": 0, "tick": "200ms",
+               "targets": {"sessions_per_server": 2}, "reconcile_interval": "1s"}),
+    ) else {
+        return;
+    };
+    env.run(&["create"]).ok();
+    let child = daemon(&env, &[]);
+    wait_line(&env, "a steady line", Duration::from_secs(10), |l| {
+        l["reason"] == "steady"
+    });
+    // Every API answer is a 503 now (429s behave the same: the rate-limited state).
+    env.sim.set_faults(do_sim::Faults {
+        error_rate: Some(1.0),
+        ..Default::default()
+    });
+    wait_line(&env, "an api_erroring line", Duration::from_secs(10), |l| {
+        l["reason"] == "api_erroring"
+    });
+    let (posts, deletes) = (creates_sent(&env), deletes_sent(&env));
+    let load = Load::start(env.frontend(), 8, 8, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        creates_sent(&env),
+        posts,
+        "a create was sent during the outage"
+    );
+    assert_eq!(deletes_sent(&env), deletes);
+    assert_eq!(env.inventory().len(), 1);
+    // The API is back: the load that was waiting gets its droplets.
+    env.sim.set_faults(do_sim::Faults {
+        error_rate: Some(0.0),
+        ..Default::default()
+    });
+    wait_for("a create after the outage", Duration::from_secs(15), || {
+        env.inventory().len() > 1
+    });
+    let answers = load.stop();
+    let lines = stop(&env, child);
+    assert!(actions(&lines, "create") >= 1);
+    let failed = answers.iter().filter(|a| a.status != 200).count();
+    assert_eq!(failed, 0, "HAProxy kept serving through the outage");
+}
+
+#[test]
+fn a_ramp_beyond_max_creates_up_to_max_and_no_further() {
+    let Some(env) = world(
+        Duration::from_millis(50),
+        json!({"min": 1, "max": 3, "standby": 0, "tick": "200ms",
+               "targets": {"requests_per_second_per_server": 5}, "reconcile_interval": "2s"}),
+    ) else {
+        return;
+    };
+    env.run(&["create"]).ok();
+    let child = daemon(&env, &[]);
+    // 5 requests a second per server; the ramp ends far beyond what 3 servers take.
+    let load = Load::start(env.frontend(), 16, 1, Duration::from_secs(30));
+    let mut peak = 0;
+    for n in [4, 8, 12, 16] {
+        load.set_active(n);
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until {
+            peak = peak.max(env.sim.droplets().len());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    wait_for("3 serving", Duration::from_secs(20), || {
+        haproxy_servers(&env)
+            .iter()
+            .filter(|(_, st, w)| st == "UP" && *w > 0)
+            .count()
+            == 3
+    });
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        peak = peak.max(env.sim.droplets().len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let answers = load.stop();
+    let lines = stop(&env, child);
+    assert_eq!(peak, 3, "droplets at the peak (max 3)");
+    assert_eq!(env.inventory().len(), 3);
+    assert!(lines.iter().all(|l| l["desired"].as_u64() <= Some(3)));
+    // The demand was well beyond max: 20 requests a second or more want 4 or more.
+    let rates: Vec<f64> = lines
+        .iter()
+        .filter_map(|l| l["signals"]["request_rate"].as_f64())
+        .collect();
+    assert!(
+        rates.iter().any(|r| *r >= 20.0),
+        "the load never asked for more than max: {rates:?}"
+    );
+    let failed = answers.iter().filter(|a| a.status != 200).count();
+    assert_eq!(failed, 0);
+}
+
+#[test]
+fn when_load_falls_servers_go_after_the_window_and_not_below_min() {
+    let Some(env) = world(
+        Duration::from_millis(50),
+        json!({"min": 1, "max": 6, "standby": 0, "tick": "200ms",
+               "stabilization_down": "3s",
+               "targets": {"sessions_per_server": 2}, "reconcile_interval": "2s"}),
+    ) else {
+        return;
+    };
+    env.run(&["create", "--count", "3"]).ok();
+    assert_eq!(
+        env.wait_distinct_backends(3, Duration::from_secs(10)).len(),
+        3
+    );
+    // One in flight: one server is enough; the daemon starts with three.
+    let load = Load::start(env.frontend(), 1, 1, Duration::from_secs(40));
+    let started = Instant::now();
+    let child = daemon(&env, &[]);
+    wait_for("one droplet left", Duration::from_secs(30), || {
+        env.inventory().len() == 1
+    });
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let answers = load.stop();
+    let lines = stop(&env, child);
+    // Not before the window: a new daemon watches for stabilization_down first.
+    let first_down = lines
+        .iter()
+        .position(|l| {
+            l["action"]["park"].as_u64() > Some(0) || l["action"]["delete"].as_u64() > Some(0)
+        })
+        .expect("no scale-in decision");
+    assert!(took >= Duration::from_secs(3), "scaled in after {took:?}");
+    assert!(lines[..first_down]
+        .iter()
+        .all(|l| l["desired"].as_u64() >= Some(3)));
+    // Never below min; the droplets went through delete's path (destroyed at the API).
+    assert!(lines
+        .iter()
+        .all(|l| l["desired"].as_u64().is_none_or(|d| d >= 1)));
+    assert_eq!(env.sim.droplets().len(), 1, "the others were destroyed");
+    let failed: Vec<&Answer> = answers.iter().filter(|a| a.status != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "failed requests while scaling in: {failed:?}"
+    );
+}
+
+#[test]
+fn a_square_wave_load_stays_within_the_action_budget() {
+    let metrics_port = free_port();
+    let Some(env) = world(
+        Duration::from_millis(50),
+        json!({"min": 1, "max": 6, "standby": 0, "tick": "200ms",
+               "stabilization_down": "0s", "max_actions": 2, "action_window": "1h",
+               "targets": {"sessions_per_server": 2}, "reconcile_interval": "2s",
+               "metrics_listen": format!("127.0.0.1:{metrics_port}")}),
+    ) else {
+        return;
+    };
+    env.run(&["create"]).ok();
+    let child = daemon(&env, &[]);
+    let load = Load::start(env.frontend(), 10, 1, Duration::from_secs(30));
+    for i in 0..10 {
+        load.set_active(if i % 2 == 0 { 10 } else { 1 });
+        std::thread::sleep(Duration::from_millis(800));
+    }
+    // The daemon's figures in Prometheus' text format.
+    let addr: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    let (status, metrics) = http_get(addr, "/metrics").expect("metrics answer");
+    assert_eq!(status, 200);
+    for want in [
+        "doproxy_autoscale_servers{role=\"serving\"}",
+        "doproxy_autoscale_desired_servers ",
+        "doproxy_autoscale_decisions_total{reason=\"",
+        "doproxy_autoscale_signal{name=\"request_rate\"}",
+    ] {
+        assert!(metrics.contains(want), "{want} missing:\n{metrics}");
+    }
+    let answers = load.stop();
+    let lines = stop(&env, child);
+    let api_decisions = lines
+        .iter()
+        .filter(|l| {
+            l["action"]["create"].as_u64() > Some(0) || l["action"]["delete"].as_u64() > Some(0)
+        })
+        .count();
+    assert!(
+        api_decisions >= 1,
+        "the wave never moved the fleet: {lines:?}"
+    );
+    assert!(
+        api_decisions <= 2,
+        "{api_decisions} API actions with max_actions 2: {lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l["reason"] == "action_budget"),
+        "the budget never held an action back"
+    );
+    let failed = answers.iter().filter(|a| a.status != 200).count();
+    assert_eq!(failed, 0);
+}
+
+#[test]
+fn once_dry_run_and_scale_to() {
+    let Some(env) = world(
+        Duration::ZERO,
+        json!({"min": 1, "max": 6, "standby": 1, "tick": "200ms",
+               "targets": {"sessions_per_server": 2}}),
+    ) else {
+        return;
+    };
+    env.run(&["create"]).ok();
+    // --dry-run --once: decides to fill the pool, changes nothing.
+    let posts = creates_sent(&env);
+    let r = env
+        .run(&["-o", "json", "autoscale", "--once", "--dry-run"])
+        .ok();
+    let line: Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(line["action"]["create"], 1, "{line}");
+    assert_eq!(line["dry_run"], true);
+    assert_eq!(creates_sent(&env), posts);
+    assert_eq!(env.inventory().len(), 1);
+    assert!(!env.path("etc/haproxy.cfg.autoscale.json").exists());
+    // --once: the standby is created (parked), and the run waits for it.
+    let r = env.run(&["autoscale", "--once"]).ok();
+    assert!(r.stdout.contains("create 1"), "{}", r.stdout);
+    assert_eq!(env.inventory().len(), 2);
+    assert_eq!(journal(&env).standby.len(), 1);
+    assert!(
+        env.installed().contains(" weight 0 # id:"),
+        "{}",
+        env.installed()
+    );
+    let state: Value = serde_json::from_str(&env.read("etc/haproxy.cfg.autoscale.json")).unwrap();
+    assert_eq!(state["last"]["reason"], "refill_standby", "{state}");
+    // status shows the role and the last decision.
+    let st = env.run(&["status"]);
+    assert!(st.stdout.contains("1 standby"), "{}", st.stdout);
+    assert!(
+        st.stdout.contains("autoscale: last decision"),
+        "{}",
+        st.stdout
+    );
+    // scale --to 2 admits the standby (no create), --to 1 deletes the newest.
+    let posts = creates_sent(&env);
+    wait_for("the standby UP", Duration::from_secs(10), || {
+        parked_standbys(&env).len() == 1
+    });
+    let spare = journal(&env).standby[0];
+    let r = env.run(&["scale", "--to", "2", "--dry-run"]).ok();
+    assert!(r.stdout.contains("would admit standby"), "{}", r.stdout);
+    assert_eq!(journal(&env).standby, [spare]);
+    env.run(&["scale", "--to", "2"]).ok();
+    assert_eq!(creates_sent(&env), posts, "admitted, not created");
+    assert!(journal(&env).standby.is_empty());
+    assert!(haproxy_servers(&env)
+        .iter()
+        .any(|(id, _, w)| *id == spare && *w == 1));
+    let r = env.run(&["-o", "json", "scale", "--to", "1"]).ok();
+    let out: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(out["deleted"], json!([spare]), "{out}");
+    assert_eq!(env.inventory().len(), 1);
+}
+
+#[test]
+fn bad_autoscale_input_is_refused_naming_the_key() {
+    let env = TestEnv::new();
+    let r = env.run(&["autoscale", "--once"]).code(2);
+    assert!(r.stderr.contains("no autoscale: section"), "{}", r.stderr);
+    for (key, value, says) in [
+        ("autoscale.tick", json!("0s"), "autoscale.tick"),
+        (
+            "autoscale.metrics_listen",
+            json!("localhost"),
+            "autoscale.metrics_listen",
+        ),
+        (
+            "autoscale.reconcile_interval",
+            json!("10ms"),
+            "autoscale.reconcile_interval",
+        ),
+    ] {
+        env.configure(|c| c.set_raw(key, value.clone()));
+        let r = env.run(&["autoscale", "--once"]).code(2);
+        assert!(r.stderr.contains(says), "{key}: {}", r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    }
+    env.configure(|c| {
+        c.set_raw("autoscale", json!({}));
+        c.haproxy.stats_socket = Some(None);
+    });
+    let r = env.run(&["autoscale"]).code(2);
+    assert!(r.stderr.contains("haproxy.stats_socket"), "{}", r.stderr);
+    assert!(env.inventory().is_empty());
+}

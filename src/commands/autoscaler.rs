@@ -167,6 +167,8 @@ struct Daemon {
     ops: JoinSet<(Op, Result<()>)>,
     /// Droplets a delete task is working on.
     deleting: BTreeSet<u64>,
+    /// Create tasks whose names are not in the journal yet: (count, reserved yet).
+    unreserved: Vec<(u32, Rc<std::cell::Cell<bool>>)>,
     /// Role changes made in HAProxy and not yet in the journal (id → standby).
     pending_roles: BTreeMap<u64, bool>,
     last_line: Option<Line>,
@@ -379,6 +381,7 @@ impl Daemon {
             last_reconcile: None,
             ops: JoinSet::new(),
             deleting: BTreeSet::new(),
+            unreserved: Vec::new(),
             pending_roles: BTreeMap::new(),
             last_line: None,
             last_print: None,
@@ -518,6 +521,10 @@ impl Daemon {
             .map(|(r, _)| r.sample.servers.clone())
             .unwrap_or_default();
         let mut roster = Roster::new(&inv, &journal, &stats);
+        // A create just started is on its way before the journal shows it.
+        self.unreserved.retain(|(_, r)| !r.get());
+        let unreserved: u32 = self.unreserved.iter().map(|(n, _)| n).sum();
+        roster.creating = roster.creating.saturating_add(unreserved);
         for m in &mut roster.members {
             if self.deleting.contains(&m.id) {
                 m.role = live::Role::Draining;
@@ -685,10 +692,7 @@ impl Daemon {
             return;
         }
         self.last_reconcile = Some(Instant::now());
-        let inventory = crate::inventory::Inventory {
-            ids: inv.to_vec(),
-            ..Default::default()
-        };
+        let inventory = crate::inventory::Inventory { ids: inv.to_vec() };
         match self.ctx.fleet(&inventory).await {
             Ok(fleet) => {
                 self.api = ApiState::Ok;
@@ -781,8 +785,11 @@ impl Daemon {
         if a.create > 0 {
             let ctx = self.ctx.clone();
             let n = a.create;
-            self.ops
-                .spawn_local(async move { (Op::Create(n), create::run_standby(&ctx, n).await) });
+            let reserved = Rc::new(std::cell::Cell::new(false));
+            self.unreserved.push((n, reserved.clone()));
+            self.ops.spawn_local(async move {
+                (Op::Create(n), create::run_standby(&ctx, n, &reserved).await)
+            });
         }
         if !once {
             // Let the role change reach the journal before the next tick reads it.
@@ -888,6 +895,7 @@ impl Daemon {
                 && l.current == line.current
                 && l.desired == line.desired
                 && l.leader == line.leader
+                && l.limited_by == line.limited_by
         });
         let quiet_long = self.last_print.is_none_or(|t| t.elapsed() >= HEARTBEAT);
         if once || !line.action.is_none() || !same || quiet_long {

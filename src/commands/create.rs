@@ -14,17 +14,27 @@ use std::time::{Duration, Instant};
 
 /// Runs `create`.
 pub async fn run(ctx: &Ctx, count: u32, dry_run: bool) -> Result<()> {
-    create(ctx, count, dry_run, false).await
+    create(ctx, count, dry_run, false, None).await
 }
 
 /// Creates `count` droplets for the autoscaler's standby pool: the same orphan-proof path,
 /// and each ID is marked a standby in the journal in the same step that records it, so its
 /// server is rendered parked (`weight 0`) from the first reload that routes to it.
-pub async fn run_standby(ctx: &Ctx, count: u32) -> Result<()> {
-    create(ctx, count, false, true).await
+/// `reserved` is set once the names are in the journal (or the create stopped before):
+/// from then on the journal shows the droplets on their way.
+pub async fn run_standby(ctx: &Ctx, count: u32, reserved: &std::cell::Cell<bool>) -> Result<()> {
+    let r = create(ctx, count, false, true, Some(reserved)).await;
+    reserved.set(true);
+    r
 }
 
-async fn create(ctx: &Ctx, count: u32, dry_run: bool, standby: bool) -> Result<()> {
+async fn create(
+    ctx: &Ctx,
+    count: u32,
+    dry_run: bool,
+    standby: bool,
+    reserved: Option<&std::cell::Cell<bool>>,
+) -> Result<()> {
     let cfg = &ctx.cfg;
     // Everything that can be checked without spending money is checked first.
     let user_data = cfg.user_data()?;
@@ -48,7 +58,11 @@ async fn create(ctx: &Ctx, count: u32, dry_run: bool, standby: bool) -> Result<(
     // Reserve before spending: the names go into the store's journal under the lock
     // first, which also proves the store can be written (a read-only or full file system,
     // an unreachable etcd fails here, before any droplet is billed).
-    reserve(ctx, &names).await.with_context(|| {
+    let reserving = reserve(ctx, &names).await;
+    if let Some(r) = reserved {
+        r.set(true);
+    }
+    reserving.with_context(|| {
         format!(
             "cannot record the droplets about to be created in {}; nothing was created",
             ctx.store.describe()

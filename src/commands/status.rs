@@ -26,6 +26,8 @@ pub enum Role {
     Draining,
     /// Exists but is not ready yet (`new`, or active without a private address).
     Booting,
+    /// A hot spare of the autoscaler (the journal's `standby`): ready, parked at weight 0.
+    Standby,
 }
 
 impl Role {
@@ -34,6 +36,7 @@ impl Role {
             Role::Serving => "serving",
             Role::Draining => "draining",
             Role::Booting => "booting",
+            Role::Standby => "standby",
         }
     }
 }
@@ -104,6 +107,8 @@ pub struct Totals {
     pub draining: usize,
     /// See [`Role::Booting`].
     pub booting: usize,
+    /// See [`Role::Standby`].
+    pub standby: usize,
     /// Inventory droplets the API does not know.
     pub missing: usize,
     /// Tagged droplets not in the inventory.
@@ -129,6 +134,8 @@ pub struct Snapshot {
     pub totals: Totals,
     /// What is wrong; empty when nothing is.
     pub problems: Vec<Problem>,
+    /// The autoscaler's last decision on this node (its state file), when it has run.
+    pub autoscale: Option<super::autoscaler::Line>,
 }
 
 /// Runs `status`; with `watch`, redraws every `watch` until SIGINT or SIGTERM.
@@ -204,6 +211,7 @@ async fn gather(ctx: &Ctx) -> Result<Snapshot> {
         stats_socket: values.stats_socket.clone(),
         backend_port: ctx.cfg.haproxy.backend_port,
         at: SystemTime::now(),
+        autoscale: super::autoscaler::load_state(&ctx.cfg.haproxy.installed_cfg).last,
     }))
 }
 
@@ -218,6 +226,7 @@ struct Inputs<'a> {
     stats_socket: Option<String>,
     backend_port: u16,
     at: SystemTime,
+    autoscale: Option<super::autoscaler::Line>,
 }
 
 /// The role of the existing inventory droplet `d`.
@@ -264,10 +273,15 @@ fn build(i: &Inputs<'_>) -> Snapshot {
             None if leaving => Some(Role::Draining),
             None => None,
         };
+        let role = match role {
+            Some(Role::Serving) if i.journal.is_standby(*id) => Some(Role::Standby),
+            r => r,
+        };
         match role {
             Some(Role::Serving) => totals.serving += 1,
             Some(Role::Draining) => totals.draining += 1,
             Some(Role::Booting) => totals.booting += 1,
+            Some(Role::Standby) => totals.standby += 1,
             None => {}
         }
         let haproxy = stat_of(*id);
@@ -305,7 +319,10 @@ fn build(i: &Inputs<'_>) -> Snapshot {
                         ),
                     });
                 }
-                if role == Some(Role::Serving) && haproxy.is_none() && i.stats.is_ok() {
+                if matches!(role, Some(Role::Serving | Role::Standby))
+                    && haproxy.is_none()
+                    && i.stats.is_ok()
+                {
                     problems.push(Problem {
                         kind: "not_served",
                         id: Some(*id),
@@ -415,6 +432,7 @@ fn build(i: &Inputs<'_>) -> Snapshot {
         backends,
         totals,
         problems,
+        autoscale: i.autoscale.clone(),
     }
 }
 
@@ -681,6 +699,9 @@ fn render(snap: &Snapshot, look: &Look) -> String {
         "total: {} backend(s): {} serving, {} draining, {} booting, {} missing; {} orphan(s)",
         t.backends, t.serving, t.draining, t.booting, t.missing, t.orphans
     );
+    if t.standby > 0 {
+        summary.push_str(&format!("; {} standby", t.standby));
+    }
     if t.creating > 0 {
         summary.push_str(&format!("; {} create(s) in progress", t.creating));
     }
@@ -705,6 +726,10 @@ fn render(snap: &Snapshot, look: &Look) -> String {
     };
     for l in [summary, haproxy] {
         text.push_str(&wrap(&l, look.width, ""));
+    }
+    if let Some(a) = &snap.autoscale {
+        let l = format!("autoscale: last decision {}", super::autoscaler::text(a));
+        text.push_str(&wrap(&l, look.width, "  "));
     }
     if snap.problems.is_empty() {
         text.push_str(&paint("no problems", Paint::Green, look.colour));
@@ -779,6 +804,7 @@ mod tests {
         let journal = Journal {
             creating: Vec::new(),
             leaving: vec![Leaving { id: 6, since: 0 }],
+            standby: Vec::new(),
         };
         build(&Inputs {
             inventory: &inv,
@@ -788,6 +814,7 @@ mod tests {
             tag: "doproxy",
             store: "inventory".into(),
             stats_socket: Some("/run/admin.sock".into()),
+            autoscale: None,
             backend_port: 80,
             at: SystemTime::UNIX_EPOCH,
         })
