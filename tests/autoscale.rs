@@ -156,8 +156,8 @@ fn simulate_usage_errors() {
             ],
             "unknown policy",
         ),
-        // The daemon is not built yet: a bare `autoscale` is a usage error.
-        (vec!["autoscale"], "Usage"),
+        // The daemon needs a config (and its autoscale: section): none here.
+        (vec!["autoscale"], "no config file"),
     ] {
         let out = doproxy(dir.path(), &args);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -626,3 +626,45 @@ fn bad_autoscale_input_is_refused_naming_the_key() {
     assert!(r.stderr.contains("haproxy.stats_socket"), "{}", r.stderr);
     assert!(env.inventory().is_empty());
 }
+
+#[test]
+fn a_daemon_killed_mid_create_loses_no_droplet() {
+    let Some(env) = world(
+        Duration::ZERO,
+        json!({"min": 1, "max": 6, "standby": 2, "tick": "200ms",
+               "targets": {"sessions_per_server": 2}}),
+    ) else {
+        return;
+    };
+    env.run(&["create"]).ok();
+    // Slow boots from here on: the daemon's creates are still waiting when it is killed.
+    env.sim.set_faults(do_sim::Faults {
+        active_after_ms: Some(3000),
+        ..Default::default()
+    });
+    let mut child = daemon(&env, &[]);
+    wait_for(
+        "the standby creates at the API",
+        Duration::from_secs(20),
+        || env.sim.droplets().len() == 3,
+    );
+    child.kill().unwrap(); // SIGKILL, by its PID
+    wait_with_deadline(&mut child, Duration::from_secs(10));
+    // Every droplet is in the inventory or in the journal's intents: none is lost.
+    let j = journal(&env);
+    for d in env.sim.droplets() {
+        assert!(
+            env.inventory().contains(&d.id) || j.creating.iter().any(|i| i.name == d.name),
+            "droplet {} ({}) is neither in the inventory nor journaled",
+            d.id,
+            d.name
+        );
+    }
+    // The next command adopts what the kill left; the standbys keep their role.
+    env.settle();
+    env.run(&["print"]).ok();
+    let inv = env.inventory();
+    assert_eq!(inv.len(), 3);
+    assert!(env.sim.droplets().iter().all(|d| inv.contains(&d.id)));
+    assert!(journal(&env).creating.is_empty());
+}

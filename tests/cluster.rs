@@ -708,6 +708,7 @@ fn the_etcd_lock_is_released_at_once_not_left_to_lapse() {
     let Some(etcd) = start_single() else { return };
     let env = TestEnv::new();
     env.write_config(&etcd_config(&env, &etcd));
+    env.run(&["inventory", "init"]).ok();
     env.run(&["reload"]).ok();
     // Each command takes the lock (lease TTL 3 s here) and gives it back as it ends: the
     // next one does not wait for the lease to run out.
