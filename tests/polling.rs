@@ -112,3 +112,41 @@ fn the_live_line_keeps_moving_between_polls_without_extra_requests() {
         lists.len()
     );
 }
+
+/// With recent creates on record (the journal's `activations_ms`), create polls once near
+/// the usual time and then every second (at most), instead of backing off: fewer requests,
+/// and the droplet is seen within a second of turning active.
+#[test]
+fn create_learns_the_usual_activation_time() {
+    let opts = SimOptions {
+        active_after: Duration::from_millis(4000),
+        list_lag_after_create: Duration::ZERO, // the lag would blur the lower bounds
+        lag_jitter: Duration::ZERO,
+        ..fast_sim_options()
+    };
+    let env = TestEnv::with_options(opts, false);
+    env.configure(|c| c.poll_interval = Some("2s".into()));
+    // Three recent creates took about 4 s.
+    env.write(
+        "inventory.journal",
+        "{\"activations_ms\": [4000, 4100, 3900]}\n",
+    );
+    env.run(&["create"]).ok();
+    let (post, lists) = polls(&env, 60_000);
+    let after: Vec<u64> = lists.iter().map(|t| t - post).collect();
+    // Nothing before 1 s ahead of the fastest usual time (3.9 s - 1 s), then polls every
+    // second: the one that sees it active comes within 1 s (+ scheduling slack) of 4 s.
+    assert!(after[0] >= 2800, "first poll {after:?} ms after the POST");
+    let seen = *after.iter().find(|t| **t >= 4000).expect("no poll after 4 s");
+    assert!(
+        (4000..5400).contains(&seen),
+        "the poll that saw it active came {seen} ms after the POST: {after:?}"
+    );
+    // Backing off from 250 ms would have polled at about 0.25, 0.75, 1.75, 3.75, 5.75 s.
+    // Here: 3 polls, then the listing that adds it to HAProxy.
+    assert!(after.len() <= 4, "{after:?}");
+    // This create's own time is on record for the next one.
+    let journal = env.read("inventory.journal");
+    assert!(journal.contains("activations_ms"), "{journal}");
+    eprintln!("FIGURES polling (learned): polls at {after:?} ms after the POST");
+}

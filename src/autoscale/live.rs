@@ -270,6 +270,7 @@ mod tests {
             }],
             leaving: vec![Leaving { id: 5, since: 0 }],
             standby: vec![3, 4, 7],
+            ..Journal::default()
         }
     }
 

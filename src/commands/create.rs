@@ -93,6 +93,7 @@ async fn create(
                 status: c.droplet.status,
                 actions: c.actions,
                 since: Instant::now(),
+                activated: None,
             });
         }
         if let Some(f) = failure {
@@ -179,6 +180,50 @@ struct Pending {
     status: String,
     actions: Vec<u64>,
     since: Instant,
+    /// How long it took to turn `active`, once it did.
+    activated: Option<Duration>,
+}
+
+/// The usual time from a create to `active`: the 10th and 90th percentiles of the recent
+/// activations (`None` with fewer than 3 on record).
+fn usual_activation(ms: &[u64]) -> Option<(Duration, Duration)> {
+    if ms.len() < 3 {
+        return None;
+    }
+    let mut v = ms.to_vec();
+    v.sort_unstable();
+    let at = |q: f64| Duration::from_millis(v[((v.len() - 1) as f64 * q).round() as usize]);
+    Some((at(0.1), at(0.9)))
+}
+
+/// The longest stretch of dense polling, whatever the recent activations say (an hour-long
+/// outlier must not turn into an hour of polls every second).
+const MAX_DENSE: Duration = Duration::from_secs(60);
+
+/// How long to wait before the next poll, `elapsed` after the POST. With no history, the
+/// backoff `interval` (it doubles up to `poll_interval`). With one: sparse until shortly
+/// before the fastest usual activation (one poll per four `poll_interval`s at most, to see
+/// a failure), then every `dense` (at most 1 s: a droplet is seen within a second of
+/// turning active) until `poll_interval` after the slowest usual one, then the backoff.
+fn next_poll(
+    elapsed: Duration,
+    usual: Option<(Duration, Duration)>,
+    interval: Duration,
+    poll_interval: Duration,
+) -> Duration {
+    let dense = poll_interval.min(Duration::from_secs(1));
+    let Some((lo, hi)) = usual else {
+        return interval;
+    };
+    let open = lo.saturating_sub(dense);
+    let close = (hi + poll_interval).min(open + MAX_DENSE);
+    if elapsed < open {
+        (open - elapsed).min(poll_interval * 4)
+    } else if elapsed < close {
+        dense
+    } else {
+        interval
+    }
 }
 
 /// Writes the intents for `names` into the journal, under the lock.
@@ -333,8 +378,13 @@ async fn wait_and_add(
     let tag = ctx.tag();
     let started = Instant::now();
     let deadline = started + cfg.wait_timeout;
-    // First look soon after the create, then back off to poll_interval.
+    // First look soon after the create, then back off to poll_interval; or, knowing how long
+    // recent creates took, sparsely before that and densely around it.
     let mut interval = (cfg.poll_interval / 8).max(Duration::from_millis(10));
+    let usual = match ctx.store.journal().await {
+        Ok(j) => usual_activation(&j.activations_ms),
+        Err(_) => None,
+    };
     let mut failures: Vec<String> = Vec::new();
     let mut shown: Vec<(u64, String)> = Vec::new();
     let mut told_to_wait: Option<Duration> = None;
@@ -352,7 +402,9 @@ async fn wait_and_add(
             ));
             break;
         }
-        let mut wait = interval.max(told_to_wait.take().unwrap_or_default());
+        let oldest = pending.iter().map(|p| p.since).min().unwrap_or(started);
+        let mut wait = next_poll(oldest.elapsed(), usual, interval, cfg.poll_interval)
+            .max(told_to_wait.take().unwrap_or_default());
         if ctx.client.ratelimit_remaining().is_some_and(|r| r < 100) {
             // Leave the rest of the hourly budget to other commands.
             wait = wait.max(cfg.poll_interval * 2);
@@ -384,7 +436,11 @@ async fn wait_and_add(
         let mut ready = Vec::new();
         let mut still = Vec::new();
         for mut p in pending {
-            match listed.iter().find(|d| d.id == p.id) {
+            let d = listed.iter().find(|d| d.id == p.id);
+            if p.activated.is_none() && d.is_some_and(|d| d.status == "active") {
+                p.activated = Some(p.since.elapsed());
+            }
+            match d {
                 Some(d) if d.is_ready() => {
                     if !cfg.readiness_check || answers_http(ctx, d).await {
                         ready.push(p);
@@ -498,6 +554,24 @@ async fn forget(ctx: &Ctx, id: u64) -> Result<()> {
 /// droplet that another `create` added meanwhile (the 8-concurrent-creates test caught it).
 async fn add_to_backend(ctx: &Ctx, ready: &[Pending], added: &mut Vec<DropletInfo>) -> Result<()> {
     ctx.locked(async || {
+        // What these took to turn active, for the next creates' poll cadence.
+        let took: Vec<u64> = ready
+            .iter()
+            .filter_map(|p| p.activated)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .collect();
+        if !took.is_empty() {
+            ctx.store
+                .update_journal(|j| {
+                    j.activations_ms.extend_from_slice(&took);
+                    let extra = j
+                        .activations_ms
+                        .len()
+                        .saturating_sub(journal::ACTIVATIONS_KEPT);
+                    j.activations_ms.drain(..extra);
+                })
+                .await?;
+        }
         let inv = ctx.store.load().await?;
         let fleet = ctx.fleet(&inv).await?;
         add_locked(ctx, &inv, &fleet, ready, added).await
@@ -544,6 +618,30 @@ fn unique_name(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn polls_sparsely_before_the_usual_activation_and_densely_around_it() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        assert_eq!(usual_activation(&[30_000, 40_000]), None);
+        let usual = usual_activation(&[30_000, 35_000, 40_000, 32_000, 71_000]);
+        assert_eq!(usual, Some((ms(30_000), ms(71_000))));
+        let poll = s(5);
+        // No history: the backoff as it was.
+        assert_eq!(next_poll(s(3), None, ms(625), poll), ms(625));
+        // Before the usual time: one wait, at most 4 poll intervals, up to 1 s before it.
+        assert_eq!(next_poll(s(0), usual, ms(625), poll), s(20));
+        assert_eq!(next_poll(s(20), usual, ms(625), poll), s(9));
+        // Around it: every second (never more than poll_interval).
+        assert_eq!(next_poll(s(29), usual, poll, poll), s(1));
+        assert_eq!(next_poll(s(75), usual, poll, poll), s(1));
+        assert_eq!(next_poll(s(30), usual, ms(200), ms(200)), ms(200));
+        // Past the slowest usual one (+ poll_interval): the backoff again.
+        assert_eq!(next_poll(s(77), usual, poll, poll), poll);
+        // An outlier does not make an hour of dense polls.
+        let slow = usual_activation(&[30_000, 30_000, 3_600_000]);
+        assert_eq!(next_poll(s(100), slow, poll, poll), poll);
+    }
 
     #[test]
     fn names_are_unique_and_valid() {

@@ -804,7 +804,7 @@ mod tests {
         let journal = Journal {
             creating: Vec::new(),
             leaving: vec![Leaving { id: 6, since: 0 }],
-            standby: Vec::new(),
+            ..Journal::default()
         };
         build(&Inputs {
             inventory: &inv,

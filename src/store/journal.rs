@@ -41,7 +41,15 @@ pub struct Journal {
     /// parked in HAProxy (`weight 0`: health-checked, given no new request) until admitted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub standby: Vec<u64>,
+    /// How long recent creates took from the POST to `active`, in ms, oldest first (at most
+    /// [`ACTIVATIONS_KEPT`]): `create` polls sparsely before the usual time and densely
+    /// around it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activations_ms: Vec<u64>,
 }
+
+/// How many recent activation times the journal keeps.
+pub const ACTIVATIONS_KEPT: usize = 20;
 
 impl Journal {
     /// Parses the journal's JSON (`name` names it in errors); empty text is an empty
@@ -98,6 +106,7 @@ mod tests {
             }],
             leaving: vec![Leaving { id: 7, since: 9 }],
             standby: vec![7],
+            activations_ms: vec![35_000],
         };
         assert_eq!(Journal::parse("j", &j.render()).unwrap(), j);
         assert_eq!(Journal::parse("j", "").unwrap(), Journal::default());
