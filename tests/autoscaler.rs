@@ -97,13 +97,18 @@ fn page_id(body: &str) -> Option<u64> {
 /// timeout too: a check slower than that fails), and an
 /// `autoscale:` section `autoscale`.
 fn world(service: Duration, autoscale: Value) -> Option<TestEnv> {
-    if !haproxy_available() || !socat_available() {
-        return None;
-    }
     let opts = SimOptions {
         app_service_time: service,
         ..fast_sim_options()
     };
+    world_with(opts, autoscale)
+}
+
+/// [`world`] with the simulator's options given.
+fn world_with(opts: SimOptions, autoscale: Value) -> Option<TestEnv> {
+    if !haproxy_available() || !socat_available() {
+        return None;
+    }
     let env = TestEnv::with_options(opts, true);
     env.configure(|c| {
         c.haproxy.check_inter = Some("300ms".into());
@@ -667,4 +672,74 @@ fn a_daemon_killed_mid_create_loses_no_droplet() {
     assert_eq!(inv.len(), 3);
     assert!(env.sim.droplets().iter().all(|d| inv.contains(&d.id)));
     assert!(journal(&env).creating.is_empty());
+}
+
+/// Ramps the load (rate-driven target) far beyond what `cap` droplets carry and returns the
+/// most droplets the simulator ever held, and the decision lines.
+fn ramp_to_a_cap(env: &TestEnv) -> (usize, Vec<Value>) {
+    env.run(&["create"]).ok();
+    let child = daemon(env, &[]);
+    let load = Load::start(env.frontend(), 12, 1, Duration::from_secs(30));
+    let mut peak = 0;
+    for n in [4, 8, 12, 12, 12] {
+        load.set_active(n);
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until {
+            peak = peak.max(env.sim.droplets().len());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let answers = load.stop();
+    let lines = stop(env, child);
+    assert_eq!(answers.iter().filter(|a| a.status != 200).count(), 0);
+    (peak, lines)
+}
+
+#[test]
+fn the_accounts_droplet_limit_caps_the_fleet() {
+    let opts = SimOptions {
+        app_service_time: Duration::from_millis(50),
+        droplet_limit: 3,
+        ..fast_sim_options()
+    };
+    let Some(env) = world_with(
+        opts,
+        json!({"min": 1, "max": 10, "tick": "200ms",
+               "targets": {"requests_per_second_per_server": 5}}),
+    ) else {
+        return;
+    };
+    let (peak, lines) = ramp_to_a_cap(&env);
+    assert_eq!(peak, 3, "droplets at the peak (droplet_limit 3, max 10)");
+    assert!(
+        lines.iter().any(|l| l["limited_by"] == "droplet_limit"),
+        "{:?}",
+        lines
+            .iter()
+            .map(|l| (&l["desired"], &l["reason"], &l["limited_by"]))
+            .collect::<Vec<_>>()
+    );
+    // It read the limit from the API (GET /v2/account), and no create was refused.
+    assert!(env.sim.requests().iter().any(|r| r.path == "/v2/account"));
+    assert!(env
+        .sim
+        .requests()
+        .iter()
+        .all(|r| !(r.method == "POST" && r.status == 422)));
+}
+
+#[test]
+fn max_hourly_cost_caps_the_fleet_at_the_sizes_price() {
+    // s-1vcpu-1gb costs $0.00893 an hour at do-sim as at DigitalOcean: $0.03 buys 3.
+    let Some(env) = world(
+        Duration::from_millis(50),
+        json!({"min": 1, "max": 10, "tick": "200ms", "max_hourly_cost": 0.03,
+               "targets": {"requests_per_second_per_server": 5}}),
+    ) else {
+        return;
+    };
+    let (peak, lines) = ramp_to_a_cap(&env);
+    assert_eq!(peak, 3, "droplets at the peak ($0.03/h at $0.00893/h each)");
+    assert!(lines.iter().any(|l| l["limited_by"] == "cost"), "{lines:?}");
+    assert!(env.sim.requests().iter().any(|r| r.path == "/v2/sizes"));
 }

@@ -137,7 +137,10 @@ fn create_learns_the_usual_activation_time() {
     // Nothing before 1 s ahead of the fastest usual time (3.9 s - 1 s), then polls every
     // second: the one that sees it active comes within 1 s (+ scheduling slack) of 4 s.
     assert!(after[0] >= 2800, "first poll {after:?} ms after the POST");
-    let seen = *after.iter().find(|t| **t >= 4000).expect("no poll after 4 s");
+    let seen = *after
+        .iter()
+        .find(|t| **t >= 4000)
+        .expect("no poll after 4 s");
     assert!(
         (4000..5400).contains(&seen),
         "the poll that saw it active came {seen} ms after the POST: {after:?}"

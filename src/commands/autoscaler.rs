@@ -48,6 +48,8 @@ use tokio::task::JoinSet;
 /// How often the daemon tries the API again while it is failing (to stop failing static
 /// soon after it recovers), at most: `reconcile_interval` when that is shorter.
 const RECONCILE_FAILING: Duration = Duration::from_secs(10);
+/// How often the account's droplet limit (and the size's price) are read again.
+const ACCOUNT_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// A quiet daemon still prints its state this often.
 const HEARTBEAT: Duration = Duration::from_secs(60);
 
@@ -167,6 +169,16 @@ struct Daemon {
     ops: JoinSet<(Op, Result<()>)>,
     /// Droplets a delete task is working on.
     deleting: BTreeSet<u64>,
+    /// The account's `droplet_limit` (`GET /v2/account`), once read.
+    droplet_limit: Option<u32>,
+    /// The size's hourly price (`GET /v2/sizes`), when `max_hourly_cost` needs one and the
+    /// config gives none.
+    price: Option<f64>,
+    /// When the account and the price were last read.
+    account_read: Option<Instant>,
+    /// Tagged droplets outside the inventory at the last listing (they count against the
+    /// account's limit too).
+    orphans: u32,
     /// Create tasks whose names are not in the journal yet: (count, reserved yet).
     unreserved: Vec<(u32, Rc<std::cell::Cell<bool>>)>,
     /// Role changes made in HAProxy and not yet in the journal (id → standby).
@@ -382,6 +394,10 @@ impl Daemon {
             ops: JoinSet::new(),
             deleting: BTreeSet::new(),
             unreserved: Vec::new(),
+            droplet_limit: None,
+            price: None,
+            account_read: None,
+            orphans: 0,
             pending_roles: BTreeMap::new(),
             last_line: None,
             last_print: None,
@@ -554,13 +570,20 @@ impl Daemon {
             }
         };
         self.reconcile(&inv).await;
+        // The account's room: its limit minus every droplet doproxy knows of (the inventory,
+        // creates on their way, the deployment's orphans). Droplets of other deployments on
+        // the account are not counted: the API's own refusal covers them.
+        let known = u32::try_from(inv.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(roster.creating)
+            .saturating_add(self.orphans);
         let snap = Snapshot {
             now,
             signals,
             fleet: roster.fleet(),
             api: self.api_state(),
-            droplet_headroom: None,
-            hourly_price: None,
+            droplet_headroom: self.droplet_limit.map(|l| l.saturating_sub(known)),
+            hourly_price: self.price,
         };
         let d = self.controller.tick(&snap);
         let line = if self.opts.dry_run {
@@ -693,15 +716,52 @@ impl Daemon {
         }
         self.last_reconcile = Some(Instant::now());
         let inventory = crate::inventory::Inventory { ids: inv.to_vec() };
+        self.read_account().await;
         match self.ctx.fleet(&inventory).await {
             Ok(fleet) => {
                 self.api = ApiState::Ok;
                 self.api_until = None;
+                self.orphans = u32::try_from(fleet.orphans.len()).unwrap_or(u32::MAX);
                 fleet.warn_orphans(self.ctx.tag(), &self.ctx.store.describe());
             }
             Err(e) => {
                 warn(&format!("autoscale: listing the droplets: {e:#}"));
                 self.api_failed(&e);
+            }
+        }
+    }
+
+    /// Reads the account's droplet limit and, when `max_hourly_cost` needs it and the config
+    /// names none, the size's price: at the start, then once a day (two requests).
+    async fn read_account(&mut self) {
+        if self
+            .account_read
+            .is_some_and(|t| t.elapsed() < ACCOUNT_EVERY && self.droplet_limit.is_some())
+        {
+            return;
+        }
+        self.account_read = Some(Instant::now());
+        match self.ctx.client.droplet_limit().await {
+            Ok(l) => self.droplet_limit = Some(l),
+            Err(e) => {
+                warn(&format!(
+                    "autoscale: reading the account's droplet limit: {e}"
+                ));
+                self.api_failed(&anyhow::Error::new(e));
+            }
+        }
+        let st = self.controller.settings();
+        if st.max_hourly_cost.is_some() && st.hourly_price.is_none() {
+            let size = self.ctx.cfg.droplet.size.clone();
+            match self.ctx.client.hourly_price(&size).await {
+                Ok(Some(p)) => self.price = Some(p),
+                Ok(None) => warn(&format!(
+                    "autoscale: GET /v2/sizes does not list {size:?}: no price for max_hourly_cost (set autoscale.hourly_price); no action until one is known"
+                )),
+                Err(e) => {
+                    warn(&format!("autoscale: reading the price of {size}: {e}"));
+                    self.api_failed(&anyhow::Error::new(e));
+                }
             }
         }
     }

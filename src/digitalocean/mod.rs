@@ -424,6 +424,66 @@ impl Client {
         Ok(by_id.into_values().collect())
     }
 
+    /// `GET /v2/account`: how many droplets the account may hold (`droplet_limit`).
+    pub async fn droplet_limit(&self) -> Result<u32, Error> {
+        #[derive(serde::Deserialize)]
+        struct Account {
+            droplet_limit: u32,
+        }
+        #[derive(serde::Deserialize)]
+        struct Body {
+            account: Account,
+        }
+        let path = "/v2/account";
+        let a = self.send_idempotent("GET", path).await?;
+        let body: Body = self.decode("GET", path, &a, StatusCode::OK)?;
+        Ok(body.account.droplet_limit)
+    }
+
+    /// `GET /v2/sizes` (at most [`MAX_LIST_PAGES`] pages): the hourly price of size `slug`
+    /// in dollars, `None` when no page lists it. A price that is not a number ≥ 0 is an
+    /// error naming the field.
+    pub async fn hourly_price(&self, slug: &str) -> Result<Option<f64>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Size {
+            slug: String,
+            price_hourly: f64,
+        }
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(
+                default,
+                deserialize_with = "crate::digitalocean::droplet::null_default"
+            )]
+            sizes: Vec<Size>,
+        }
+        for page in 1..=MAX_LIST_PAGES {
+            let mut url = self.url("GET", "/v2/sizes")?;
+            url.query_pairs_mut()
+                .append_pair("page", &page.to_string())
+                .append_pair("per_page", &PER_PAGE.to_string());
+            let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+            let a = self.send_idempotent("GET", &path).await?;
+            let body: Page = self.decode("GET", &path, &a, StatusCode::OK)?;
+            if let Some(size) = body.sizes.iter().find(|s| s.slug == slug) {
+                let p = size.price_hourly;
+                if !(p.is_finite() && p >= 0.0) {
+                    return Err(self.invalid(
+                        "GET",
+                        &path,
+                        &a,
+                        format!("`sizes[].price_hourly` of {slug} is {p}"),
+                    ));
+                }
+                return Ok(Some(p));
+            }
+            if body.sizes.len() < PER_PAGE as usize {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
     /// `DELETE /v2/droplets/{id}`; a 404 means it is already gone, which is success.
     pub async fn delete_droplet(&self, id: u64) -> Result<(), Error> {
         let path = format!("/v2/droplets/{id}");
