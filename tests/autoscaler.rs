@@ -743,3 +743,41 @@ fn max_hourly_cost_caps_the_fleet_at_the_sizes_price() {
     assert!(lines.iter().any(|l| l["limited_by"] == "cost"), "{lines:?}");
     assert!(env.sim.requests().iter().any(|r| r.path == "/v2/sizes"));
 }
+
+#[test]
+fn in_steady_state_the_api_sees_one_listing_per_reconcile_interval() {
+    let Some(env) = world(
+        Duration::from_millis(50),
+        json!({"min": 1, "max": 6, "tick": "200ms", "reconcile_interval": "2s",
+               "targets": {"sessions_per_server": 2}}),
+    ) else {
+        return;
+    };
+    env.run(&["create"]).ok();
+    let load = Load::start(env.frontend(), 1, 1, Duration::from_secs(20));
+    let child = daemon(&env, &[]);
+    wait_line(&env, "a steady line", Duration::from_secs(10), |l| {
+        l["reason"] == "steady"
+    });
+    env.sim.clear_requests();
+    std::thread::sleep(Duration::from_millis(6500));
+    let seen: Vec<(String, String)> = env
+        .sim
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.path))
+        .collect();
+    load.stop();
+    let lines = stop(&env, child);
+    // 6.5 s at a tick of 200 ms is 32 decisions; the API saw only the listings.
+    assert!(
+        seen.iter().all(|(m, p)| m == "GET" && p == "/v2/droplets"),
+        "{seen:?}"
+    );
+    assert!(
+        (3..=4).contains(&seen.len()),
+        "{} listings in 6.5 s: {seen:?}",
+        seen.len()
+    );
+    assert_eq!(actions(&lines, "create") + actions(&lines, "delete"), 0);
+}
