@@ -273,6 +273,33 @@ fn vm_hwm_kib() -> u64 {
 #[allow(clippy::disallowed_macros)]
 #[tokio::test]
 async fn a_1_gib_body_is_refused_without_being_buffered() {
+    // The peak RSS is the whole process's: measured in a child running only this test, so
+    // that the other tests running beside it (and a loaded machine) do not count.
+    const CHILD: &str = "DOPROXY_TEST_HWM_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let exe = std::env::current_exe().unwrap();
+        let name = "digitalocean::hostile_tests::a_1_gib_body_is_refused_without_being_buffered";
+        let mut child = std::process::Command::new(exe)
+            .args([name, "--exact", "--test-threads", "1", "--nocapture"])
+            .env(CHILD, "1")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the measuring child did not finish within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(status.success(), "the measuring child failed: {status}");
+        return;
+    }
     const GIB: u64 = 1 << 30;
     let before = vm_hwm_kib();
     // Streamed without a length: the client must stop reading at the limit.
