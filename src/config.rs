@@ -1394,6 +1394,8 @@ mod tests {
         // Uncommented, the cost cap would be set; the default has none.
         yaml = yaml.replace("  max_hourly_cost: 5.0\n", "");
         yaml = yaml.replace("  hourly_price: 0.00893\n", "");
+        // Likewise the metrics listener (the default has none).
+        yaml = yaml.replace("  metrics_listen: 127.0.0.1:9150\n", "");
         let c = Config::parse(Path::new("d.yml"), &yaml, &no_env).unwrap();
         assert_eq!(
             c.autoscale,

@@ -225,6 +225,11 @@ fn a_step_is_served_by_an_admitted_standby_within_a_second() {
         .map(|a| a.at - step)
         .min()
         .expect("no request was served by a standby after the step");
+    eprintln!(
+        "FIGURES autoscale step: first request served by an admitted standby {first_standby:?} after the 4x step; {} requests, {} failed",
+        answers.len(),
+        failed.len()
+    );
     assert!(
         first_standby < Duration::from_secs(1),
         "first request served by an admitted standby {first_standby:?} after the step"
