@@ -685,10 +685,7 @@ impl Daemon {
             return;
         }
         self.last_reconcile = Some(Instant::now());
-        let inventory = crate::inventory::Inventory {
-            ids: inv.to_vec(),
-            ..Default::default()
-        };
+        let inventory = crate::inventory::Inventory { ids: inv.to_vec() };
         match self.ctx.fleet(&inventory).await {
             Ok(fleet) => {
                 self.api = ApiState::Ok;

@@ -779,6 +779,7 @@ mod tests {
         let journal = Journal {
             creating: Vec::new(),
             leaving: vec![Leaving { id: 6, since: 0 }],
+            standby: Vec::new(),
         };
         build(&Inputs {
             inventory: &inv,

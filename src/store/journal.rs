@@ -97,6 +97,7 @@ mod tests {
                 ambiguous: true,
             }],
             leaving: vec![Leaving { id: 7, since: 9 }],
+            standby: vec![11],
         };
         assert_eq!(Journal::parse("j", &j.render()).unwrap(), j);
         assert_eq!(Journal::parse("j", "").unwrap(), Journal::default());
