@@ -10,6 +10,7 @@ mod support;
 
 mod autoscale;
 mod autoscaler;
+mod autoscaler_cluster;
 mod blast;
 mod client;
 mod cluster;

@@ -13,7 +13,10 @@
 //! Creates and deletes run beside the loop (a create waits minutes for `active`), so the
 //! loop keeps reading and admitting. Everything they do is in the store as they go (the
 //! journal's intents, the leaving marks), so a kill at any moment loses nothing: the next
-//! command adopts or finishes it.
+//! command adopts or finishes it. The (next) leader settles the creates another process
+//! left in the journal itself before it decides: an intent whose droplet is in the
+//! inventory is dropped at once, a journaled droplet found among the tagged ones joins the
+//! pool as a standby, an absent one is dropped after `not_found_grace`.
 //!
 //! In steady state the API sees one call a minute (a reconciling list of the deployment's
 //! droplets); everything else comes from the stats socket. With no sample, a stale one, or
@@ -52,6 +55,9 @@ const RECONCILE_FAILING: Duration = Duration::from_secs(10);
 const ACCOUNT_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// A quiet daemon still prints its state this often.
 const HEARTBEAT: Duration = Duration::from_secs(60);
+/// How often the leader lists the droplets to settle creates another process left in the
+/// journal, at most: `reconcile_interval` when that is shorter.
+const SETTLE_EVERY: Duration = Duration::from_secs(5);
 
 /// What `doproxy autoscale` was asked to do.
 #[derive(Debug, Clone, Copy, Default)]
@@ -154,6 +160,7 @@ enum Op {
     Create(u32),
     Delete(u64),
     Roles,
+    Settle,
 }
 
 struct Daemon {
@@ -181,6 +188,12 @@ struct Daemon {
     orphans: u32,
     /// Create tasks whose names are not in the journal yet: (count, reserved yet).
     unreserved: Vec<(u32, Rc<std::cell::Cell<bool>>)>,
+    /// Create tasks running.
+    creates: u32,
+    /// When the leader last tried to settle creates left in the journal.
+    last_settle: Option<Instant>,
+    /// A task settling them is running (the leader decides nothing meanwhile).
+    settling: bool,
     /// Role changes made in HAProxy and not yet in the journal (id → standby).
     pending_roles: BTreeMap<u64, bool>,
     last_line: Option<Line>,
@@ -398,6 +411,9 @@ impl Daemon {
             price: None,
             account_read: None,
             orphans: 0,
+            creates: 0,
+            last_settle: None,
+            settling: false,
             pending_roles: BTreeMap::new(),
             last_line: None,
             last_print: None,
@@ -553,11 +569,30 @@ impl Daemon {
         let own = reading
             .as_ref()
             .map(|(cur, prev)| live::signals(prev.as_ref(), cur, &roster, now));
-        if !self.lead(own.as_ref(), roster.fleet(), now).await {
+        // What a new leader holds for `stabilization_down`: the droplets serving or booting
+        // to serve (booting standbys and creates in flight refill the pool).
+        let hold = roster
+            .members
+            .iter()
+            .filter(|m| {
+                m.role == live::Role::Serving || (m.role == live::Role::Booting && !m.standby)
+            })
+            .count();
+        let hold = u32::try_from(hold).unwrap_or(u32::MAX);
+        if !self.lead(own.as_ref(), hold, now).await {
             let mut line = self.line_without_decision("follower", roster.fleet());
             line.leader = false;
             line.signals = own.as_ref().and_then(|s| serde_json::to_value(s).ok());
             self.print(line, once);
+            return;
+        }
+        // Intents no create of ours is working on (a leader killed mid-create) would count
+        // as booting droplets: they are settled beside the loop, and nothing is decided
+        // until that is done.
+        if !self.opts.dry_run && self.creates == 0 && !journal.creating.is_empty() {
+            self.settle_creates();
+        }
+        if self.settling {
             return;
         }
         let signals = match self.all_signals(own, now).await {
@@ -600,7 +635,7 @@ impl Daemon {
     async fn lead(
         &mut self,
         own: Option<&crate::autoscale::Signals>,
-        fleet: Fleet,
+        hold: u32,
         now: Duration,
     ) -> bool {
         if let Some(s) = own {
@@ -634,7 +669,6 @@ impl Daemon {
                     // for `stabilization_down` before it scales in: its window starts
                     // now, holding the fleet it found.
                     if self.controller.window().is_empty() {
-                        let hold = fleet.serving + fleet.booting;
                         self.controller.remember(&[(now, hold, hold)]);
                     }
                     self.leadership = Some(l);
@@ -766,6 +800,24 @@ impl Daemon {
         }
     }
 
+    /// Starts [`settle`] beside the loop, at most every `SETTLE_EVERY` (the
+    /// `reconcile_interval` when shorter), unless it is running.
+    fn settle_creates(&mut self) {
+        let every = self
+            .controller
+            .settings()
+            .reconcile_interval
+            .min(SETTLE_EVERY);
+        if self.settling || self.last_settle.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        self.last_settle = Some(Instant::now());
+        self.settling = true;
+        let ctx = self.ctx.clone();
+        self.ops
+            .spawn_local(async move { (Op::Settle, settle(&ctx).await) });
+    }
+
     /// Keeps this node's HAProxy weights in step with the journal (a standby at weight 0, a
     /// serving server above it), whoever changed the journal.
     async fn fix_weights(&self, roster: &Roster) {
@@ -843,6 +895,7 @@ impl Daemon {
             });
         }
         if a.create > 0 {
+            self.creates += 1;
             let ctx = self.ctx.clone();
             let n = a.create;
             let reserved = Rc::new(std::cell::Cell::new(false));
@@ -865,11 +918,17 @@ impl Daemon {
 
     /// A background operation ended.
     fn finished(&mut self, done: std::result::Result<(Op, Result<()>), tokio::task::JoinError>) {
-        let Ok((op, result)) = done else { return };
+        let Ok((op, result)) = done else {
+            // A task that panicked: a settle is tried again later.
+            self.settling = false;
+            return;
+        };
         match (&op, &result) {
             (Op::Delete(id), _) => {
                 self.deleting.remove(id);
             }
+            (Op::Create(_), _) => self.creates = self.creates.saturating_sub(1),
+            (Op::Settle, _) => self.settling = false,
             (Op::Roles, Ok(())) => self.pending_roles.clear(),
             _ => {}
         }
@@ -881,6 +940,7 @@ impl Daemon {
                     self.pending_roles.clear();
                     "recording the standby pool in the journal".to_string()
                 }
+                Op::Settle => "settling interrupted creates".to_string(),
             };
             warn(&format!("autoscale: {what}: {e:#}"));
             self.api_failed(&e);
@@ -1046,4 +1106,70 @@ pub fn text(l: &Line) -> String {
         s.push_str(" [follower]");
     }
     s
+}
+
+/// Settles the creates another process left in the journal (a leader killed mid-create:
+/// its intents would count as booting droplets for ever, its droplets stay orphans).
+/// Under the lock, after one listing: an intent whose droplet is in the inventory is
+/// dropped (its create recorded it and stopped before settling it). The others wait until
+/// every one is older than `api_timeout` (a running create has recorded its droplets by
+/// then): a journaled droplet found among the tagged ones is then marked a standby first
+/// and adopted into the inventory (so no node serves it unparked), an intent absent for
+/// longer than `not_found_grace` is dropped.
+async fn settle(ctx: &Ctx) -> Result<()> {
+    let young = ctx.cfg.api.timeout.as_secs().max(1);
+    ctx.locked(async || {
+        let mut inv = ctx.store.load().await?;
+        let journal = ctx.store.journal().await?;
+        if journal.creating.is_empty() {
+            return Ok(());
+        }
+        let mut fleet = ctx.fleet(&inv).await?;
+        let recorded: Vec<String> = journal
+            .creating
+            .iter()
+            .filter(|i| {
+                inv.ids.iter().any(|id| {
+                    fleet
+                        .by_id
+                        .get(id)
+                        .is_some_and(|d| d.name.eq_ignore_ascii_case(&i.name))
+                })
+            })
+            .map(|i| i.name.clone())
+            .collect();
+        if !recorded.is_empty() {
+            ctx.store
+                .update_journal(|j| j.creating.retain(|i| !recorded.contains(&i.name)))
+                .await?;
+        }
+        let now = crate::store::journal::now();
+        let rest: Vec<_> = journal
+            .creating
+            .iter()
+            .filter(|i| !recorded.contains(&i.name))
+            .collect();
+        if rest.is_empty() || rest.iter().any(|i| now.saturating_sub(i.since) < young) {
+            return Ok(());
+        }
+        let spares: Vec<u64> = fleet
+            .orphans
+            .iter()
+            .filter(|d| rest.iter().any(|i| d.name.eq_ignore_ascii_case(&i.name)))
+            .map(|d| d.id)
+            .collect();
+        if !spares.is_empty() {
+            ctx.store
+                .update_journal(|j| {
+                    for id in &spares {
+                        if !j.standby.contains(id) {
+                            j.standby.push(*id);
+                        }
+                    }
+                })
+                .await?;
+        }
+        ctx.settle_journal(&mut inv, &mut fleet).await
+    })
+    .await
 }

@@ -337,6 +337,21 @@ fn pending_has_all(pending: &[Pending], names: &[String]) -> bool {
 /// accounted for.
 async fn record(ctx: &Ctx, created: &[Created], standby: bool) -> Result<()> {
     ctx.locked(async || {
+        if standby {
+            // Marked before they join the inventory: a kill between the writes leaves a
+            // mark on a droplet not in the inventory yet (its intent is settled later, the
+            // droplet adopted as the standby it is), never a spare in the inventory that
+            // every node serves and the autoscaler counts as serving.
+            ctx.store
+                .update_journal(|j| {
+                    for c in created {
+                        if !j.standby.contains(&c.droplet.id) {
+                            j.standby.push(c.droplet.id);
+                        }
+                    }
+                })
+                .await?;
+        }
         ctx.store
             .update(|inv| {
                 for c in created {
@@ -353,13 +368,6 @@ async fn record(ctx: &Ctx, created: &[Created], standby: bool) -> Result<()> {
                         .iter()
                         .any(|c| c.droplet.name.eq_ignore_ascii_case(&i.name))
                 });
-                if standby {
-                    for c in created {
-                        if !j.standby.contains(&c.droplet.id) {
-                            j.standby.push(c.droplet.id);
-                        }
-                    }
-                }
             })
             .await
             .map(|_| ())
