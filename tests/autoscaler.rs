@@ -170,13 +170,21 @@ fn decisions(env: &TestEnv) -> Vec<Value> {
         .collect()
 }
 
-/// Standbys created, booted, UP and parked at weight 0 in HAProxy.
+/// Standbys created, booted, UP after a passed health check and parked at weight 0.
 fn parked_standbys(env: &TestEnv) -> Vec<u64> {
     let j = journal(env);
-    haproxy_servers(env)
+    let text = stats_command(&env.path("admin.sock"), "show stat");
+    doproxy::haproxy::runtime::parse_show_stat(&text, "www-backend")
         .into_iter()
-        .filter(|(id, st, w)| j.standby.contains(id) && st == "UP" && *w == 0)
-        .map(|(id, _, _)| id)
+        .filter(|s| {
+            s.state() == "UP"
+                && s.weight == Some(0)
+                && s.check_status
+                    .as_deref()
+                    .is_some_and(|c| c.trim_start_matches("* ").starts_with("L7OK"))
+        })
+        .filter_map(|s| s.id)
+        .filter(|id| j.standby.contains(id))
         .collect()
 }
 
@@ -426,6 +434,10 @@ fn a_ramp_beyond_max_creates_up_to_max_and_no_further() {
     assert_eq!(peak, 3, "droplets at the peak (max 3)");
     assert_eq!(env.inventory().len(), 3);
     assert!(lines.iter().all(|l| l["desired"].as_u64() <= Some(3)));
+    assert!(
+        lines.iter().any(|l| l["limited_by"] == "max"),
+        "no decision says max cut it: {lines:?}"
+    );
     // The demand was well beyond max: 20 requests a second or more want 4 or more.
     let rates: Vec<f64> = lines
         .iter()

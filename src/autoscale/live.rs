@@ -54,9 +54,19 @@ pub struct Roster {
 }
 
 /// True when a `show stat` status means the server takes requests if its weight allows:
-/// `UP`, or `UP 1/3` (failing checks, not down yet).
+/// `UP`, or `UP 1/3` (failing checks, not down yet) — and a health check has passed. Right
+/// after a reload HAProxy shows a new server `UP` before its first check has run
+/// (`check_status` `INI`): such a server is still booting, not a standby to admit. A server
+/// without checks (no `check_status`) is taken at its word.
 fn is_up(s: &ServerStat) -> bool {
-    s.state() == "UP"
+    let checked = match s.check_status.as_deref() {
+        None => true,
+        Some(c) => {
+            let c = c.trim_start_matches("* ");
+            c.starts_with("L4OK") || c.starts_with("L6OK") || c.starts_with("L7OK")
+        }
+    };
+    s.state() == "UP" && checked
 }
 
 impl Roster {
@@ -323,6 +333,24 @@ mod tests {
         assert_eq!(r.to_delete(9, &[]), [4, 7, 3]);
         assert_eq!(r.to_delete(9, &[2]), [4, 7, 3, 2]);
         assert!(r.to_delete(0, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_server_up_before_its_first_check_is_booting() {
+        let mut fresh = stat(3, "UP", 0, 0);
+        fresh.check_status = Some("INI".into());
+        let mut checking = stat(4, "UP", 0, 0);
+        checking.check_status = Some("* L7OK".into());
+        let mut unchecked = stat(5, "UP", 0, 1);
+        unchecked.check_status = None;
+        let j = Journal {
+            standby: vec![3, 4],
+            ..Journal::default()
+        };
+        let r = Roster::new(&[3, 4, 5], &j, &[fresh, checking, unchecked]);
+        let roles: Vec<Role> = r.members.iter().map(|m| m.role).collect();
+        assert_eq!(roles, [Role::Booting, Role::Standby, Role::Serving]);
+        assert_eq!(r.to_admit(5), [4]);
     }
 
     #[test]

@@ -633,7 +633,8 @@ fn recommend(st: &Settings, current: u32, booting: u32, s: &Signals) -> Option<u
         // A hair of slack so that 14.000000001 sessions for a target of 14 stays 1 server.
         (raw - 1e-9).ceil().max(0.0).min(f64::from(u32::MAX)) as u32
     };
-    Some(rec.clamp(st.min, st.max))
+    // Not capped at max here: the caps (step 6) do that and say `limited_by: max`.
+    Some(rec.max(st.min))
 }
 
 /// True when the raw recommendation would differ from `current` without the tolerance band.
@@ -1220,5 +1221,44 @@ mod tests {
         // Back: the first fresh sample acts.
         let d = c.tick(&snap(100, Some(sig(80.0)), fleet(4, 0, 0)));
         assert_eq!((d.desired, d.action.create), (8, 4));
+    }
+}
+
+#[cfg(test)]
+mod max_tests {
+    use super::*;
+
+    /// A load beyond `max` stops at `max`, and the decision says `max` cut it.
+    #[test]
+    fn a_load_beyond_max_is_limited_by_max() {
+        let st = Settings {
+            max: 3,
+            stabilization_down: Duration::ZERO,
+            ..Settings::default()
+        };
+        let mut c = Controller::new(st);
+        let sig = Signals {
+            age: Duration::ZERO,
+            in_flight: Some(140.0), // 10 servers at the default 14 a server
+            queued: Some(0.0),
+            request_rate: Some(1400.0),
+            queue_time_ms: Some(0.0),
+            response_time_ms: Some(100.0),
+            error_rate: Some(0.0),
+        };
+        let d = c.tick(&Snapshot {
+            now: Duration::from_secs(10),
+            signals: Some(sig),
+            fleet: Fleet {
+                serving: 1,
+                ..Fleet::default()
+            },
+            api: ApiState::Ok,
+            droplet_headroom: None,
+            hourly_price: None,
+        });
+        assert_eq!(d.desired, 3);
+        assert_eq!(d.limited_by, Some(Limit::Max));
+        assert_eq!(d.action.create, 2);
     }
 }
