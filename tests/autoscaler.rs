@@ -140,8 +140,20 @@ fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A running daemon: killed (by its PID) and reaped if the test ends without [`stop`] (a
+/// failed assertion must not leave it running).
+struct Daemon(Option<Child>);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            crate::support::proc::kill_and_reap(&mut c);
+        }
+    }
+}
+
 /// Starts `doproxy -o json autoscale` with its output in `autoscale.log`.
-fn daemon(env: &TestEnv, extra: &[&str]) -> Child {
+fn daemon(env: &TestEnv, extra: &[&str]) -> Daemon {
     let log = std::fs::File::create(env.path("autoscale.log")).unwrap();
     let err = std::fs::File::create(env.path("autoscale.err")).unwrap();
     let mut args = vec!["-o", "json", "autoscale"];
@@ -151,11 +163,13 @@ fn daemon(env: &TestEnv, extra: &[&str]) -> Child {
         .stdout(log)
         .stderr(err)
         .spawn()
+        .map(|c| Daemon(Some(c)))
         .expect("start doproxy autoscale")
 }
 
 /// Stops the daemon with SIGTERM: it must exit 0 within 10 s. Returns its decision lines.
-fn stop(env: &TestEnv, mut child: Child) -> Vec<Value> {
+fn stop(env: &TestEnv, mut daemon: Daemon) -> Vec<Value> {
+    let mut child = daemon.0.take().expect("a running daemon");
     assert!(signal(child.id(), "TERM"));
     let status = wait_with_deadline(&mut child, Duration::from_secs(10));
     let err = env.read_output("autoscale.err");
@@ -664,7 +678,7 @@ fn a_daemon_killed_mid_create_loses_no_droplet() {
         active_after_ms: Some(3000),
         ..Default::default()
     });
-    let mut child = daemon(&env, &[]);
+    let mut child = daemon(&env, &[]).0.take().unwrap();
     wait_for(
         "the standby creates at the API",
         Duration::from_secs(20),
