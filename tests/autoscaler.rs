@@ -528,10 +528,15 @@ fn a_square_wave_load_stays_within_the_action_budget() {
     };
     env.run(&["create"]).ok();
     let child = daemon(&env, &[]);
-    let load = Load::start(env.frontend(), 10, 1, Duration::from_secs(30));
-    for i in 0..10 {
+    let load = Load::start(env.frontend(), 10, 1, Duration::from_secs(60));
+    // Half-periods of 0.8 s until the budget has held an action back (a slow machine takes
+    // more of them), at most 40.
+    for i in 0..40 {
         load.set_active(if i % 2 == 0 { 10 } else { 1 });
         std::thread::sleep(Duration::from_millis(800));
+        if i >= 9 && env.read("autoscale.log").contains("\"action_budget\"") {
+            break;
+        }
     }
     // The daemon's figures in Prometheus' text format.
     let addr: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
