@@ -817,3 +817,26 @@ fn in_steady_state_the_api_sees_one_listing_per_reconcile_interval() {
     );
     assert_eq!(actions(&lines, "create") + actions(&lines, "delete"), 0);
 }
+
+/// A create stopped between recording its ID and settling its intent leaves both: the next
+/// command settles the intent at once (the droplet is in the inventory), adopting nothing.
+#[test]
+fn an_intent_whose_droplet_is_recorded_is_settled_by_the_next_command() {
+    let env = TestEnv::new();
+    let id = env.create_direct("auto-nginx-rec0rd", &["doproxy"]);
+    env.write("inventory", &format!("{id}\n"));
+    env.write(
+        "inventory.journal",
+        &format!(
+            "{{\"creating\": [{{\"name\": \"auto-nginx-rec0rd\", \"since\": {}}}]}}\n",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        ),
+    );
+    let r = env.run(&["reload"]).ok();
+    assert!(!r.stderr.contains("adopted"), "{}", r.stderr);
+    assert!(journal(&env).creating.is_empty(), "{:?}", journal(&env));
+    assert_eq!(env.inventory(), [id]);
+}

@@ -220,6 +220,14 @@ impl Ctx {
                 ));
                 adopt.push(d.id);
                 settled.push(intent.name.clone());
+            } else if fleet
+                .by_id
+                .values()
+                .any(|d| d.name.eq_ignore_ascii_case(&intent.name))
+            {
+                // Recorded already (a create stopped between recording the ID and
+                // settling its intent): nothing to adopt.
+                settled.push(intent.name.clone());
             } else if now.saturating_sub(intent.since) > grace.max(1) {
                 settled.push(intent.name.clone());
             }
