@@ -33,6 +33,7 @@
 mod command;
 
 use anyhow::{bail, Context, Result};
+use do_sim::sandbox::load::Load;
 use do_sim::sandbox::{self, DoproxyConfig};
 use do_sim::{RequestRecord, Sim, SimOptions};
 use doproxy::haproxy::runtime::parse_show_stat;
@@ -40,12 +41,10 @@ use doproxy::store::journal::Journal;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "bench-token-a7c31e";
@@ -423,102 +422,6 @@ fn wait_for(what: &str, deadline: Instant, mut cond: impl FnMut() -> bool) -> Re
 // Load and sampling
 // ---------------------------------------------------------------------------------------
 
-/// One response: when it arrived (since the load's start), its status (0: the connection
-/// failed) and the droplet ID on the page.
-#[derive(Debug, Clone, Copy)]
-struct Answer {
-    at: Duration,
-    status: u16,
-    id: Option<u64>,
-}
-
-/// A closed-loop load: of `workers` threads, the first `active` send one request after
-/// another (a fresh connection each) through HAProxy. Stops by itself after `limit`.
-struct Load {
-    started: Instant,
-    active: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    answers: Arc<Mutex<Vec<Answer>>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, workers: usize, active: usize, limit: Duration) -> Load {
-        let started = Instant::now();
-        let active = Arc::new(AtomicUsize::new(active));
-        let stop = Arc::new(AtomicBool::new(false));
-        let answers = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..workers)
-            .map(|i| {
-                let (active, stop, answers) = (active.clone(), stop.clone(), answers.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) && started.elapsed() < limit {
-                        if i >= active.load(Ordering::Relaxed) {
-                            std::thread::sleep(Duration::from_millis(5));
-                            continue;
-                        }
-                        let (status, id) = match http_get(addr) {
-                            Some((status, body)) => (status, page_id(&body)),
-                            None => (0, None),
-                        };
-                        let at = started.elapsed();
-                        answers.lock().unwrap().push(Answer { at, status, id });
-                    }
-                })
-            })
-            .collect();
-        Load {
-            started,
-            active,
-            stop,
-            answers,
-            threads,
-        }
-    }
-
-    fn stop(&mut self) -> Vec<Answer> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-        self.answers.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        let _ = self.stop();
-    }
-}
-
-/// GET / on a fresh connection with `Connection: close`; `None` on any socket error.
-fn http_get(addr: SocketAddr) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.set_nodelay(true).ok()?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status: u16 = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
-/// The droplet ID on a do-sim app's page (`… ID: 123, …`).
-fn page_id(body: &str) -> Option<u64> {
-    body.split("ID: ")
-        .nth(1)?
-        .split(',')
-        .next()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 /// What the sampler saw at one moment.
 #[derive(Debug, Clone)]
 struct Sample {
@@ -753,7 +656,7 @@ fn scenario(sc: Scenario) -> Result<Figures> {
         let t = started.elapsed();
         let active = sc.active_at(t);
         if active != last_active {
-            load.active.store(active, Ordering::Relaxed);
+            load.set_active(active);
             last_active = active;
         }
         let droplets: BTreeSet<u64> = w.sim.droplets().iter().map(|d| d.id).collect();

@@ -4,94 +4,13 @@
 //! served it.
 
 use crate::support::*;
+use do_sim::sandbox::load::{Answer, Load};
 use do_sim::SimOptions;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// Every response the load generator saw: when (since its start), the status (0 when the
-/// connection failed) and the droplet ID in the page.
-#[derive(Debug, Clone, Copy)]
-struct Answer {
-    at: Duration,
-    status: u16,
-    id: Option<u64>,
-}
-
-/// A closed-loop load: `workers` threads, of which the first `active` send one request
-/// after another through HAProxy's frontend. Stops by itself after `limit`.
-struct Load {
-    started: Instant,
-    active: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    answers: Arc<Mutex<Vec<Answer>>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, workers: usize, active: usize, limit: Duration) -> Load {
-        let started = Instant::now();
-        let active = Arc::new(AtomicUsize::new(active));
-        let stop = Arc::new(AtomicBool::new(false));
-        let answers = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..workers)
-            .map(|i| {
-                let (active, stop, answers) = (active.clone(), stop.clone(), answers.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) && started.elapsed() < limit {
-                        if i >= active.load(Ordering::Relaxed) {
-                            std::thread::sleep(Duration::from_millis(5));
-                            continue;
-                        }
-                        let got = http_get(addr, "/");
-                        let at = started.elapsed();
-                        let (status, id) = match got {
-                            Some((status, body)) => (status, page_id(&body)),
-                            None => (0, None),
-                        };
-                        answers.lock().unwrap().push(Answer { at, status, id });
-                    }
-                })
-            })
-            .collect();
-        Load {
-            started,
-            active,
-            stop,
-            answers,
-            threads,
-        }
-    }
-
-    fn set_active(&self, n: usize) -> Duration {
-        self.active.store(n, Ordering::Relaxed);
-        self.started.elapsed()
-    }
-
-    fn stop(mut self) -> Vec<Answer> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            t.join().unwrap();
-        }
-        self.answers.lock().unwrap().clone()
-    }
-}
-
-/// The droplet ID in a do-sim app's page (`Droplet: NAME, ID: 123, IP Address: …`).
-fn page_id(body: &str) -> Option<u64> {
-    body.split("ID: ")
-        .nth(1)?
-        .split(',')
-        .next()?
-        .trim()
-        .parse()
-        .ok()
-}
 
 /// A world whose apps take `service` per request, with health checks every 300 ms (their
 /// timeout too: a check slower than that fails), and an
@@ -225,9 +144,9 @@ fn a_step_is_served_by_an_admitted_standby_within_a_second() {
     let standbys: BTreeSet<u64> = parked_standbys(&env).into_iter().collect();
     assert_eq!(env.inventory().len(), 4);
     // A load one server carries (2 in flight against a target of 2), then 4 times that.
-    let load = Load::start(env.frontend(), 8, 2, Duration::from_secs(30));
+    let mut load = Load::start(env.frontend(), 8, 2, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
-    let before = load.answers.lock().unwrap().clone();
+    let before = load.answers();
     assert!(
         before.iter().all(|a| a.id == Some(first[0])),
         "parked standbys got requests before the step: {before:?}\n{}\n{}",
@@ -343,7 +262,7 @@ fn no_stats_sample_means_no_action_and_haproxy_keeps_serving() {
         |l| l["reason"] == "signals_missing",
     );
     let (posts, deletes, inventory) = (creates_sent(&env), deletes_sent(&env), env.inventory());
-    let load = Load::start(env.frontend(), 8, 8, Duration::from_secs(20));
+    let mut load = Load::start(env.frontend(), 8, 8, Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(2));
     let during = decisions(&env);
     // Nothing done while blind: no create, no delete, no standby admitted.
@@ -385,7 +304,7 @@ fn an_api_outage_means_no_create_and_no_delete() {
         l["reason"] == "api_erroring"
     });
     let (posts, deletes) = (creates_sent(&env), deletes_sent(&env));
-    let load = Load::start(env.frontend(), 8, 8, Duration::from_secs(30));
+    let mut load = Load::start(env.frontend(), 8, 8, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         creates_sent(&env),
@@ -421,7 +340,7 @@ fn a_ramp_beyond_max_creates_up_to_max_and_no_further() {
     env.run(&["create"]).ok();
     let child = daemon(&env, &[]);
     // 5 requests a second per server; the ramp ends far beyond what 3 servers take.
-    let load = Load::start(env.frontend(), 16, 1, Duration::from_secs(30));
+    let mut load = Load::start(env.frontend(), 16, 1, Duration::from_secs(30));
     let mut peak = 0;
     for n in [4, 8, 12, 16] {
         load.set_active(n);
@@ -481,7 +400,7 @@ fn when_load_falls_servers_go_after_the_window_and_not_below_min() {
         3
     );
     // One in flight: one server is enough; the daemon starts with three.
-    let load = Load::start(env.frontend(), 1, 1, Duration::from_secs(40));
+    let mut load = Load::start(env.frontend(), 1, 1, Duration::from_secs(40));
     let started = Instant::now();
     let child = daemon(&env, &[]);
     wait_for("one droplet left", Duration::from_secs(30), || {
@@ -528,7 +447,7 @@ fn a_square_wave_load_stays_within_the_action_budget() {
     };
     env.run(&["create"]).ok();
     let child = daemon(&env, &[]);
-    let load = Load::start(env.frontend(), 10, 1, Duration::from_secs(60));
+    let mut load = Load::start(env.frontend(), 10, 1, Duration::from_secs(60));
     // Half-periods of 0.8 s until the budget has held an action back (a slow machine takes
     // more of them), at most 40.
     for i in 0..40 {
@@ -715,7 +634,7 @@ fn a_daemon_killed_mid_create_loses_no_droplet() {
 fn ramp_to_a_cap(env: &TestEnv) -> (usize, Vec<Value>) {
     env.run(&["create"]).ok();
     let child = daemon(env, &[]);
-    let load = Load::start(env.frontend(), 12, 1, Duration::from_secs(30));
+    let mut load = Load::start(env.frontend(), 12, 1, Duration::from_secs(30));
     let mut peak = 0;
     for n in [4, 8, 12, 12, 12] {
         load.set_active(n);
@@ -790,7 +709,7 @@ fn in_steady_state_the_api_sees_one_listing_per_reconcile_interval() {
         return;
     };
     env.run(&["create"]).ok();
-    let load = Load::start(env.frontend(), 1, 1, Duration::from_secs(20));
+    let mut load = Load::start(env.frontend(), 1, 1, Duration::from_secs(20));
     let child = daemon(&env, &[]);
     wait_line(&env, "a steady line", Duration::from_secs(10), |l| {
         l["reason"] == "steady"

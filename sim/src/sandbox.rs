@@ -10,6 +10,7 @@
 //! key) can be written without editing YAML text.
 
 mod config;
+pub mod load;
 
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};
