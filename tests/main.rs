@@ -9,6 +9,7 @@
 mod support;
 
 mod autoscale;
+mod bite;
 mod blast;
 mod client;
 mod cluster;
