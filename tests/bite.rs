@@ -45,3 +45,52 @@ fn a_delete_adopts_an_interrupted_create_first_and_a_dry_run_does_not() {
     let left: Vec<u64> = env.sim.droplets().iter().map(|d| d.id).collect();
     assert_eq!(left, vec![interrupted]);
 }
+
+#[test]
+fn a_delete_keeps_the_missing_log_and_its_dry_run_does_not() {
+    // Two droplets; the second is destroyed out of band, so the API's answer lacks it: a
+    // delete's pass over the servers records it in the node's missing log (its grace
+    // starts), a dry run's pass does not.
+    let env = TestEnv::new();
+    env.run(&["create", "--count", "2"]).ok();
+    let ids = env.inventory();
+    assert!(env.delete_direct(ids[1]));
+    let log = "etc/haproxy.cfg.missing.json";
+    env.run(&["delete", "0", "--dry-run"]).ok();
+    assert!(!env.path(log).exists(), "a dry run wrote {log}");
+    env.run(&["delete", "0"]).ok();
+    let text = env.read(log);
+    assert!(text.contains(&ids[1].to_string()), "{log}: {text:?}");
+}
+
+#[test]
+fn a_delete_that_no_other_node_has_to_confirm_warns_of_none() {
+    // A file store has no other node: nobody is waited for, nobody is named.
+    let env = TestEnv::new();
+    env.run(&["create"]).ok();
+    let r = env.run(&["delete", "0"]).ok();
+    assert!(!r.stderr.contains("did not confirm"), "{}", r.stderr);
+    assert!(env.inventory().is_empty());
+}
+
+#[test]
+fn a_delete_marks_the_droplet_leaving_before_the_reload_and_clears_the_mark_after() {
+    // The reload command copies the journal as it is at the moment HAProxy is reloaded
+    // without the server: the droplet must be marked leaving then (so no other node's
+    // `reload --watch` puts it back while it is destroyed), and unmarked once gone.
+    let env = TestEnv::new();
+    env.run(&["create", "--count", "2"]).ok();
+    let gone = env.inventory()[0];
+    let (journal_path, seen) = (env.path("inventory.journal"), env.path("journal-at-reload"));
+    env.configure(|c| {
+        c.reload_command = Some(format!(
+            "cp {} {}",
+            journal_path.display(),
+            seen.display()
+        ))
+    });
+    env.run(&["delete", "0"]).ok();
+    let at_reload = Journal::parse("journal-at-reload", &env.read("journal-at-reload")).unwrap();
+    assert_eq!(at_reload.leaving_ids(), vec![gone], "{at_reload:?}");
+    assert!(journal(&env).leaving.is_empty(), "{:?}", journal(&env));
+}
