@@ -94,3 +94,41 @@ fn a_delete_marks_the_droplet_leaving_before_the_reload_and_clears_the_mark_afte
     assert_eq!(at_reload.leaving_ids(), vec![gone], "{at_reload:?}");
     assert!(journal(&env).leaving.is_empty(), "{:?}", journal(&env));
 }
+
+/// A raw API answering every listing with `page` (a 200 with that JSON).
+fn same_page_server(page: &'static str) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use crate::client::{head, raw_server, Raw};
+    raw_server(move |_| {
+        let mut bytes = head("200 OK", &format!("content-length: {}\r\n", page.len())).into_bytes();
+        bytes.extend_from_slice(page.as_bytes());
+        Raw::Bytes(bytes)
+    })
+}
+
+#[test]
+fn a_last_page_stops_the_listing_even_when_the_total_says_more_pages() {
+    // One droplet, no `links.pages.next`, and a stale `meta.total` of 450 (three pages'
+    // worth): the missing next link ends the listing after one request.
+    use crate::client::{block_on, client};
+    use std::sync::atomic::Ordering;
+    let (url, count) = same_page_server(
+        r#"{"droplets":[{"id":7,"name":"web-1","status":"active","locked":false,"networks":{"v4":[{"ip_address":"10.0.0.7","type":"private"}]},"tags":["doproxy"]}],"links":{},"meta":{"total":450}}"#,
+    );
+    let listed = block_on(client(&url).list_by_tag("doproxy")).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(count.load(Ordering::SeqCst), 1, "requests for one page");
+}
+
+#[test]
+fn an_empty_page_stops_the_listing_even_with_a_next_link() {
+    // No droplet on the page, yet a next link and a total of 450: an empty page ends the
+    // listing (following it would page on until the page cap).
+    use crate::client::{block_on, client};
+    use std::sync::atomic::Ordering;
+    let (url, count) = same_page_server(
+        r#"{"droplets":[],"links":{"pages":{"next":"https://api.digitalocean.com/v2/droplets?page=2"}},"meta":{"total":450}}"#,
+    );
+    let listed = block_on(client(&url).list_by_tag("doproxy")).unwrap();
+    assert!(listed.is_empty());
+    assert_eq!(count.load(Ordering::SeqCst), 1, "requests for one page");
+}
