@@ -1331,4 +1331,35 @@ mod tests {
         let d = Controller::new(capped(0.04)).tick(&snap(0, Some(sig(40.0)), fleet(4, 0, 1)));
         assert_eq!((d.desired, d.action), (4, act(0, 0, 0, 1)), "{d:?}");
     }
+
+    #[test]
+    fn the_droplet_limit_counts_every_droplet_the_pool_has() {
+        // No headroom left: 2 serving + 1 booting + 1 parked are all there is, so 4 can
+        // serve (admit the parked one), not 3.
+        let mut s = snap(0, Some(sig(100.0)), fleet(2, 1, 1));
+        s.droplet_headroom = Some(0);
+        let d = Controller::new(base()).tick(&s);
+        assert_eq!(
+            (d.desired, d.action, d.limited_by),
+            (4, act(1, 0, 0, 0), Some(Limit::DropletLimit)),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn the_cost_cap_bills_the_draining_droplets_too() {
+        // Room for 7 droplets; 3 serve and 2 drain (billed until gone); min 6: 2 more, not 3.
+        let st = Settings {
+            min: 6,
+            max_hourly_cost: Some(0.07),
+            hourly_price: Some(0.01),
+            ..base()
+        };
+        let f = Fleet {
+            draining: 2,
+            ..fleet(3, 0, 0)
+        };
+        let d = Controller::new(st).tick(&snap(0, Some(sig(30.0)), f));
+        assert_eq!((d.desired, d.action.create), (6, 2), "{d:?}");
+    }
 }
