@@ -83,11 +83,7 @@ fn a_delete_marks_the_droplet_leaving_before_the_reload_and_clears_the_mark_afte
     let gone = env.inventory()[0];
     let (journal_path, seen) = (env.path("inventory.journal"), env.path("journal-at-reload"));
     env.configure(|c| {
-        c.reload_command = Some(format!(
-            "cp {} {}",
-            journal_path.display(),
-            seen.display()
-        ))
+        c.reload_command = Some(format!("cp {} {}", journal_path.display(), seen.display()))
     });
     env.run(&["delete", "0"]).ok();
     let at_reload = Journal::parse("journal-at-reload", &env.read("journal-at-reload")).unwrap();
@@ -96,7 +92,9 @@ fn a_delete_marks_the_droplet_leaving_before_the_reload_and_clears_the_mark_afte
 }
 
 /// A raw API answering every listing with `page` (a 200 with that JSON).
-fn same_page_server(page: &'static str) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+fn same_page_server(
+    page: &'static str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use crate::client::{head, raw_server, Raw};
     raw_server(move |_| {
         let mut bytes = head("200 OK", &format!("content-length: {}\r\n", page.len())).into_bytes();

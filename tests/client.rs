@@ -21,7 +21,9 @@ pub(crate) enum Raw {
 
 /// A one-request-per-connection server answering request `n` with `answer(n)`; stops by
 /// itself after 30 s. Returns its URL and the request counter.
-pub(crate) fn raw_server(answer: impl Fn(usize) -> Raw + Send + Sync + 'static) -> (String, Arc<AtomicUsize>) {
+pub(crate) fn raw_server(
+    answer: impl Fn(usize) -> Raw + Send + Sync + 'static,
+) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     listener.set_nonblocking(true).unwrap();

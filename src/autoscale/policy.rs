@@ -1236,7 +1236,10 @@ mod tests {
     fn a_sudden_drop_is_read_through_the_means() {
         // 100 in flight on 10, then nothing: the means (5 s and 30 s) are 50 → 5, not 1.
         let mut c = Controller::new(base());
-        assert_eq!(c.tick(&snap(0, Some(sig(100.0)), fleet(10, 0, 0))).desired, 10);
+        assert_eq!(
+            c.tick(&snap(0, Some(sig(100.0)), fleet(10, 0, 0))).desired,
+            10
+        );
         let d = c.tick(&snap(1, Some(sig(0.0)), fleet(10, 0, 0)));
         assert_eq!(d.signals.and_then(|s| s.in_flight), Some(50.0), "{d:?}");
         assert_eq!((d.desired, d.reason), (5, Reason::ScaleDown), "{d:?}");
