@@ -130,3 +130,15 @@ fn an_empty_page_stops_the_listing_even_with_a_next_link() {
     assert!(listed.is_empty());
     assert_eq!(count.load(Ordering::SeqCst), 1, "requests for one page");
 }
+
+#[test]
+fn a_check_command_killed_by_a_signal_is_named_so() {
+    // The check command dies of SIGKILL (an OOM kill, say): the error names the signal,
+    // not an "unknown status", and nothing is installed.
+    let env = TestEnv::new();
+    env.configure(|c| c.check_command = Some("kill -KILL $$".into()));
+    let r = env.run(&["reload"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("failed (signal 9)"), "{}", r.stderr);
+    assert!(!env.path("etc/haproxy.cfg").exists());
+}
