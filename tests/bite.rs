@@ -142,3 +142,35 @@ fn a_check_command_killed_by_a_signal_is_named_so() {
     assert!(r.stderr.contains("failed (signal 9)"), "{}", r.stderr);
     assert!(!env.path("etc/haproxy.cfg").exists());
 }
+
+/// What a failed command's one-line error shows of its output (after its status).
+fn shown_output(stderr: &str) -> &str {
+    let (_, rest) = stderr
+        .split_once("failed (exit code 1): ")
+        .unwrap_or_else(|| panic!("no failed command in {stderr}"));
+    rest.lines().next().unwrap_or_default()
+}
+
+#[test]
+fn a_failed_check_shows_the_alert_lines_of_its_output() {
+    // HAProxy's check prints notices and ALERT lines: the one-line error shows the ALERTs
+    // only (blank lines and notices dropped), at most five of them.
+    let env = TestEnv::new();
+    let script = "echo '[NOTICE] noise'; echo; for i in 1 2 3 4 5 6; do echo \"[ALERT] bad $i\"; done; echo '[WARNING] more noise'; exit 1";
+    env.configure(|c| c.check_command = Some(format!("{{ {script}; }} >&2")));
+    let r = env.run(&["reload"]).code(1);
+    assert_eq!(
+        shown_output(&r.stderr),
+        "[ALERT] bad 1 | [ALERT] bad 2 | [ALERT] bad 3 | [ALERT] bad 4 | [ALERT] bad 5",
+        "{}",
+        r.stderr
+    );
+    // Without ALERT lines, the lines it printed (blank ones dropped); without output, that
+    // it printed none.
+    env.configure(|c| c.check_command = Some("echo; echo 'it broke' >&2; echo; exit 1".into()));
+    let r = env.run(&["reload"]).code(1);
+    assert_eq!(shown_output(&r.stderr), "it broke", "{}", r.stderr);
+    env.configure(|c| c.check_command = Some("exit 1".into()));
+    let r = env.run(&["reload"]).code(1);
+    assert_eq!(shown_output(&r.stderr), "(no output)", "{}", r.stderr);
+}
