@@ -174,3 +174,20 @@ fn a_failed_check_shows_the_alert_lines_of_its_output() {
     let r = env.run(&["reload"]).code(1);
     assert_eq!(shown_output(&r.stderr), "(no output)", "{}", r.stderr);
 }
+
+#[test]
+fn an_unreadable_inventory_is_not_called_missing() {
+    // A path that exists but cannot be read as a file (a directory here) is a read error,
+    // not "doesn't exist; create an empty one" (touching it would not help).
+    let env = TestEnv::new();
+    std::fs::remove_file(env.path("inventory")).unwrap();
+    std::fs::create_dir(env.path("inventory")).unwrap();
+    let r = env.run(&["print"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("cannot read inventory file"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("doesn't exist"), "{}", r.stderr);
+}
