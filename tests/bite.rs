@@ -191,3 +191,18 @@ fn an_unreadable_inventory_is_not_called_missing() {
     );
     assert!(!r.stderr.contains("doesn't exist"), "{}", r.stderr);
 }
+
+#[test]
+fn an_unreadable_journal_is_an_error_not_an_empty_journal() {
+    // A journal that exists but cannot be read (a directory here) must stop the command:
+    // read as empty, the interrupted creates it names would be forgotten.
+    let env = TestEnv::new();
+    std::fs::create_dir(env.path("inventory.journal")).unwrap();
+    let r = env.run(&["print"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("cannot read") && r.stderr.contains("inventory.journal"),
+        "{}",
+        r.stderr
+    );
+}
