@@ -206,3 +206,35 @@ fn an_unreadable_journal_is_an_error_not_an_empty_journal() {
         r.stderr
     );
 }
+
+#[test]
+fn an_idle_file_backed_watch_asks_the_api_nothing() {
+    // Nothing changes and nothing boots: `reload --watch` on the file backend sleeps
+    // until the next resync (60 s), polling only the files, not the API.
+    use crate::support::{signal, wait_with_deadline};
+    use std::time::{Duration, Instant};
+    let env = TestEnv::new();
+    let log = std::fs::File::create(env.path("watch.log")).unwrap();
+    let mut child = env
+        .command(&["reload", "--watch"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !env.read("watch.log").contains("watching") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the watch did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Past the first pass (and its debounce), then idle for 2 s.
+    std::thread::sleep(Duration::from_millis(500));
+    env.sim.clear_requests();
+    std::thread::sleep(Duration::from_secs(2));
+    let asked: Vec<String> = env.sim.requests().into_iter().map(|r| r.path).collect();
+    assert!(signal(child.id(), "TERM"));
+    wait_with_deadline(&mut child, Duration::from_secs(10));
+    assert!(asked.is_empty(), "an idle watch asked the API {asked:?}");
+}
