@@ -213,7 +213,11 @@ fn an_idle_file_backed_watch_asks_the_api_nothing() {
     // until the next resync (60 s), polling only the files, not the API.
     use crate::support::{signal, wait_with_deadline};
     use std::time::{Duration, Instant};
+    // One droplet, active and served (with none, a pass asks the API nothing anyway).
     let env = TestEnv::new();
+    env.run(&["create"]).ok();
+    // A short debounce: a change reported when there is none would show within 2 s.
+    env.configure(|c| c.watch_debounce = Some("50ms".into()));
     let log = std::fs::File::create(env.path("watch.log")).unwrap();
     let mut child = env
         .command(&["reload", "--watch"])
