@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the server sends for one request.
-enum Raw {
+pub(crate) enum Raw {
     /// These bytes, then it closes the connection.
     Bytes(Vec<u8>),
     /// This head (no body), then it holds the connection open for this long.
@@ -21,7 +21,9 @@ enum Raw {
 
 /// A one-request-per-connection server answering request `n` with `answer(n)`; stops by
 /// itself after 30 s. Returns its URL and the request counter.
-fn raw_server(answer: impl Fn(usize) -> Raw + Send + Sync + 'static) -> (String, Arc<AtomicUsize>) {
+pub(crate) fn raw_server(
+    answer: impl Fn(usize) -> Raw + Send + Sync + 'static,
+) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     listener.set_nonblocking(true).unwrap();
@@ -63,7 +65,7 @@ fn raw_server(answer: impl Fn(usize) -> Raw + Send + Sync + 'static) -> (String,
 }
 
 /// A client with one attempt per request (nothing retried) and a 5 s timeout.
-fn client(url: &str) -> Client {
+pub(crate) fn client(url: &str) -> Client {
     Client::new(&Settings {
         api_url: url.to_string(),
         token: Secret::new("client-test-token-3e4f".into()),
@@ -78,7 +80,7 @@ fn client(url: &str) -> Client {
     .unwrap()
 }
 
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+pub(crate) fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -93,7 +95,7 @@ fn padded_empty_page(len: usize) -> Vec<u8> {
     body
 }
 
-fn head(status: &str, extra: &str) -> String {
+pub(crate) fn head(status: &str, extra: &str) -> String {
     format!(
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nconnection: close\r\n{extra}\r\n"
     )

@@ -11,6 +11,7 @@ mod support;
 mod autoscale;
 mod autoscaler;
 mod autoscaler_cluster;
+mod bite;
 mod blast;
 mod client;
 mod cluster;

@@ -1222,6 +1222,168 @@ mod tests {
         let d = c.tick(&snap(100, Some(sig(80.0)), fleet(4, 0, 0)));
         assert_eq!((d.desired, d.action.create), (8, 4));
     }
+
+    // Tests that pin what mutation testing found unpinned (issue #17).
+
+    #[test]
+    fn settings_are_the_ones_given() {
+        let st = Settings {
+            standby: 3,
+            ..base()
+        };
+        assert_eq!(Controller::new(st.clone()).settings(), &st);
+    }
+
+    #[test]
+    fn the_fast_mean_covers_five_seconds_and_no_more() {
+        // scur alone (no request rate for Little's law): t=0 idle on 1, t=4 100 in flight:
+        // the 5 s mean is 50 → 5. At t=5 the t=0 sample is 5 s old, out of the window: 10.
+        let scur = |n: f64| Signals {
+            request_rate: Some(0.0),
+            ..sig(n)
+        };
+        for (t, mean, desired) in [(4, 50.0, 5), (5, 100.0, 10)] {
+            let mut c = Controller::new(base());
+            c.tick(&snap(0, Some(scur(0.0)), fleet(1, 0, 0)));
+            let d = c.tick(&snap(t, Some(scur(100.0)), fleet(1, 0, 0)));
+            assert_eq!(d.signals.and_then(|s| s.in_flight), Some(mean), "{d:?}");
+            assert_eq!(d.desired, desired, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn a_sudden_drop_is_read_through_the_means() {
+        // 100 in flight on 10, then nothing: the means (5 s and 30 s) are 50 → 5, not 1.
+        let mut c = Controller::new(base());
+        assert_eq!(
+            c.tick(&snap(0, Some(sig(100.0)), fleet(10, 0, 0))).desired,
+            10
+        );
+        let d = c.tick(&snap(1, Some(sig(0.0)), fleet(10, 0, 0)));
+        assert_eq!(d.signals.and_then(|s| s.in_flight), Some(50.0), "{d:?}");
+        assert_eq!((d.desired, d.reason), (5, Reason::ScaleDown), "{d:?}");
+    }
+
+    #[test]
+    fn booting_droplets_count_at_the_start() {
+        // 4 serving and 2 booting (no standby pool to refill): the fleet is already 6, as
+        // 60 in flight asks.
+        let d = Controller::new(base()).tick(&snap(0, Some(sig(60.0)), fleet(4, 2, 0)));
+        assert_eq!(
+            (d.desired, d.action, d.reason),
+            (6, act(0, 0, 0, 0), Reason::AwaitingBoot),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn a_sample_exactly_stale_after_old_is_still_fresh() {
+        let s = Signals {
+            age: Settings::default().stale_after,
+            ..sig(40.0)
+        };
+        let d = Controller::new(base()).tick(&snap(0, Some(s), fleet(4, 0, 0)));
+        assert_eq!(d.reason, Reason::Steady, "{d:?}");
+    }
+
+    #[test]
+    fn a_count_scaled_up_to_is_held_through_the_down_window() {
+        // Down window 300 s; ticks 10 s apart (each its own 5 s mean). 40 → 100 scales 4 → 10
+        // at t=10 (the 30 s mean then says 7). At t=20 the load is 50: the 30 s mean says 7,
+        // but the 10 scaled up to stays in the window, so no scale-down.
+        let st = Settings {
+            stabilization_down: secs(300),
+            ..base()
+        };
+        let mut c = Controller::new(st);
+        assert_eq!(c.tick(&snap(0, Some(sig(40.0)), fleet(4, 0, 0))).desired, 4);
+        let d = c.tick(&snap(10, Some(sig(100.0)), fleet(4, 0, 0)));
+        assert_eq!((d.desired, d.reason), (10, Reason::ScaleUp), "{d:?}");
+        let d = c.tick(&snap(20, Some(sig(50.0)), fleet(10, 0, 0)));
+        assert_eq!((d.desired, d.reason), (10, Reason::Stabilizing), "{d:?}");
+    }
+
+    #[test]
+    fn elevated_errors_at_a_steady_load_are_not_a_blocked_scale_in() {
+        // 5xx at 5 % of 400 req/s, the load exactly the fleet's: steady, nothing blocked.
+        let s = Signals {
+            error_rate: Some(20.0),
+            ..sig(40.0)
+        };
+        let d = Controller::new(base()).tick(&snap(0, Some(s), fleet(4, 0, 0)));
+        assert_eq!((d.desired, d.reason), (4, Reason::Steady), "{d:?}");
+    }
+
+    #[test]
+    fn a_partly_booted_fleet_admits_what_is_ready_and_awaits_no_more() {
+        // Scaled to 6 on 2; next tick 2 of the 4 are in standby, 2 still booting: admit
+        // the 2, create nothing, and that is an action (not "awaiting boot").
+        let mut c = Controller::new(base());
+        assert_eq!(
+            c.tick(&snap(0, Some(sig(60.0)), fleet(2, 0, 0))).action,
+            act(0, 4, 0, 0)
+        );
+        let d = c.tick(&snap(1, Some(sig(60.0)), fleet(2, 2, 2)));
+        assert_eq!(
+            (d.desired, d.action, d.reason),
+            (6, act(2, 0, 0, 0), Reason::Steady),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn standbys_beyond_the_need_are_not_all_admitted() {
+        // 60 in flight on 4 with 3 parked (no pool wanted): admit 2, delete the third.
+        let d = Controller::new(base()).tick(&snap(0, Some(sig(60.0)), fleet(4, 0, 3)));
+        assert_eq!((d.desired, d.action), (6, act(2, 0, 0, 1)), "{d:?}");
+    }
+
+    #[test]
+    fn the_cost_cap_shrinks_the_standby_pool_and_never_grows_it() {
+        let capped = |cap: f64| Settings {
+            standby: 1,
+            max_hourly_cost: Some(cap),
+            hourly_price: Some(0.01),
+            ..base()
+        };
+        // Room for 10 droplets, 4 serve and 1 is parked, as wanted: nothing to do.
+        let d = Controller::new(capped(0.1)).tick(&snap(0, Some(sig(40.0)), fleet(4, 0, 1)));
+        assert_eq!((d.desired, d.action), (4, act(0, 0, 0, 0)), "{d:?}");
+        // Room for 4 (the price rose): the spare goes.
+        let d = Controller::new(capped(0.04)).tick(&snap(0, Some(sig(40.0)), fleet(4, 0, 1)));
+        assert_eq!((d.desired, d.action), (4, act(0, 0, 0, 1)), "{d:?}");
+    }
+
+    #[test]
+    fn the_droplet_limit_counts_every_droplet_the_pool_has() {
+        // No headroom left: 2 serving + 1 booting + 1 parked are all there is, so 4 can
+        // serve (admit the parked one), not 3.
+        let mut s = snap(0, Some(sig(100.0)), fleet(2, 1, 1));
+        s.droplet_headroom = Some(0);
+        let d = Controller::new(base()).tick(&s);
+        assert_eq!(
+            (d.desired, d.action, d.limited_by),
+            (4, act(1, 0, 0, 0), Some(Limit::DropletLimit)),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn the_cost_cap_bills_the_draining_droplets_too() {
+        // Room for 7 droplets; 3 serve and 2 drain (billed until gone); min 6: 2 more, not 3.
+        let st = Settings {
+            min: 6,
+            max_hourly_cost: Some(0.07),
+            hourly_price: Some(0.01),
+            ..base()
+        };
+        let f = Fleet {
+            draining: 2,
+            ..fleet(3, 0, 0)
+        };
+        let d = Controller::new(st).tick(&snap(0, Some(sig(30.0)), f));
+        assert_eq!((d.desired, d.action.create), (6, 2), "{d:?}");
+    }
 }
 
 #[cfg(test)]

@@ -281,4 +281,50 @@ mod tests {
         assert!(b.delay(0, None) <= Duration::from_secs(1));
         assert!(b.delay(u32::MAX, None) <= Duration::from_secs(30));
     }
+
+    #[test]
+    fn the_policy_is_the_one_given() {
+        let b = Backoff::new(RetryPolicy {
+            max_attempts: 7,
+            min_delay: Duration::from_millis(3),
+            max_delay: Duration::from_millis(9),
+            budget: Duration::from_secs(11),
+        });
+        let p = b.policy();
+        assert_eq!(
+            (p.max_attempts, p.min_delay, p.max_delay, p.budget),
+            (
+                7,
+                Duration::from_millis(3),
+                Duration::from_millis(9),
+                Duration::from_secs(11)
+            )
+        );
+    }
+
+    #[test]
+    fn jitter_spreads_the_delays_over_the_upper_half() {
+        // Many clients retrying after one incident must not all come back at once: the
+        // delays spread over [exp/2, exp], not one value, not one end.
+        let b = Backoff::new(RetryPolicy {
+            max_attempts: 10,
+            min_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(1),
+            budget: Duration::from_secs(60),
+        });
+        let delays: Vec<Duration> = (0..400).map(|_| b.delay(1, None)).collect();
+        let half = Duration::from_millis(500);
+        assert!(delays.iter().all(|d| *d >= half && *d <= half * 2));
+        let mut distinct = delays.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(distinct.len() > 300, "{} distinct", distinct.len());
+        let low = delays.iter().filter(|d| **d < half * 3 / 2).count();
+        assert!((100..=300).contains(&low), "{low} of 400 in the lower half");
+        // The last draws still vary (a generator stuck at one state would repeat).
+        let mut tail = delays[300..].to_vec();
+        tail.sort();
+        tail.dedup();
+        assert!(tail.len() > 90, "{} distinct of the last 100", tail.len());
+    }
 }

@@ -114,4 +114,25 @@ mod tests {
         let e = Journal::parse("inventory.journal", "{oops").unwrap_err();
         assert!(e.to_string().starts_with("inventory.journal:"), "{e}");
     }
+
+    #[test]
+    fn leaving_ids_are_every_leaving_droplet_in_order() {
+        let j = Journal {
+            creating: Vec::new(),
+            leaving: vec![Leaving { id: 9, since: 1 }, Leaving { id: 3, since: 2 }],
+            ..Journal::default()
+        };
+        assert_eq!(j.leaving_ids(), vec![9, 3]);
+        assert_eq!(Journal::default().leaving_ids(), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn now_is_the_unix_time() {
+        let want = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let got = now();
+        assert!(got.abs_diff(want) <= 2, "{got} vs {want}");
+    }
 }

@@ -1,0 +1,244 @@
+//! Tests that bite (issue #17): each pins a guarantee that mutation testing
+//! (`scripts/mutants.sh`) found no test noticing when broken.
+
+use crate::support::TestEnv;
+use doproxy::store::journal::{self, Intent, Journal};
+
+/// The create journal beside the inventory.
+fn journal(env: &TestEnv) -> Journal {
+    Journal::parse("inventory.journal", &env.read("inventory.journal")).unwrap()
+}
+
+/// Journals `name` as a create in flight (an interrupted `create`), written now.
+fn journal_intent(env: &TestEnv, name: &str) {
+    let j = Journal {
+        creating: vec![Intent {
+            name: name.into(),
+            since: journal::now(),
+            ambiguous: false,
+        }],
+        ..Journal::default()
+    };
+    env.write("inventory.journal", &j.render());
+}
+
+#[test]
+fn a_delete_adopts_an_interrupted_create_first_and_a_dry_run_does_not() {
+    // One droplet in the inventory; a second, of the deployment, made by a create that was
+    // interrupted before it recorded the ID: only its name is in the journal.
+    let env = TestEnv::new();
+    env.run(&["create"]).ok();
+    let mine = env.inventory()[0];
+    let interrupted = env.create_direct("auto-nginx-interrupted", &["doproxy"]);
+    journal_intent(&env, "auto-nginx-interrupted");
+
+    // A dry run changes nothing: not the inventory, not the journal.
+    let journal_text = env.read("inventory.journal");
+    env.run(&["delete", "0", "--dry-run"]).ok();
+    assert_eq!(env.inventory(), vec![mine]);
+    assert_eq!(env.read("inventory.journal"), journal_text);
+
+    // The delete adopts it before deleting line 0: it stays, in the inventory.
+    env.run(&["delete", "0"]).ok();
+    assert_eq!(env.inventory(), vec![interrupted]);
+    assert!(journal(&env).creating.is_empty(), "{:?}", journal(&env));
+    let left: Vec<u64> = env.sim.droplets().iter().map(|d| d.id).collect();
+    assert_eq!(left, vec![interrupted]);
+}
+
+#[test]
+fn a_delete_keeps_the_missing_log_and_its_dry_run_does_not() {
+    // Two droplets; the second is destroyed out of band, so the API's answer lacks it: a
+    // delete's pass over the servers records it in the node's missing log (its grace
+    // starts), a dry run's pass does not.
+    let env = TestEnv::new();
+    env.run(&["create", "--count", "2"]).ok();
+    let ids = env.inventory();
+    assert!(env.delete_direct(ids[1]));
+    let log = "etc/haproxy.cfg.missing.json";
+    env.run(&["delete", "0", "--dry-run"]).ok();
+    assert!(!env.path(log).exists(), "a dry run wrote {log}");
+    env.run(&["delete", "0"]).ok();
+    let text = env.read(log);
+    assert!(text.contains(&ids[1].to_string()), "{log}: {text:?}");
+}
+
+#[test]
+fn a_delete_that_no_other_node_has_to_confirm_warns_of_none() {
+    // A file store has no other node: nobody is waited for, nobody is named.
+    let env = TestEnv::new();
+    env.run(&["create"]).ok();
+    let r = env.run(&["delete", "0"]).ok();
+    assert!(!r.stderr.contains("did not confirm"), "{}", r.stderr);
+    assert!(env.inventory().is_empty());
+}
+
+#[test]
+fn a_delete_marks_the_droplet_leaving_before_the_reload_and_clears_the_mark_after() {
+    // The reload command copies the journal as it is at the moment HAProxy is reloaded
+    // without the server: the droplet must be marked leaving then (so no other node's
+    // `reload --watch` puts it back while it is destroyed), and unmarked once gone.
+    let env = TestEnv::new();
+    env.run(&["create", "--count", "2"]).ok();
+    let gone = env.inventory()[0];
+    let (journal_path, seen) = (env.path("inventory.journal"), env.path("journal-at-reload"));
+    env.configure(|c| {
+        c.reload_command = Some(format!("cp {} {}", journal_path.display(), seen.display()))
+    });
+    env.run(&["delete", "0"]).ok();
+    let at_reload = Journal::parse("journal-at-reload", &env.read("journal-at-reload")).unwrap();
+    assert_eq!(at_reload.leaving_ids(), vec![gone], "{at_reload:?}");
+    assert!(journal(&env).leaving.is_empty(), "{:?}", journal(&env));
+}
+
+/// A raw API answering every listing with `page` (a 200 with that JSON).
+fn same_page_server(
+    page: &'static str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use crate::client::{head, raw_server, Raw};
+    raw_server(move |_| {
+        let mut bytes = head("200 OK", &format!("content-length: {}\r\n", page.len())).into_bytes();
+        bytes.extend_from_slice(page.as_bytes());
+        Raw::Bytes(bytes)
+    })
+}
+
+#[test]
+fn a_last_page_stops_the_listing_even_when_the_total_says_more_pages() {
+    // One droplet, no `links.pages.next`, and a stale `meta.total` of 450 (three pages'
+    // worth): the missing next link ends the listing after one request.
+    use crate::client::{block_on, client};
+    use std::sync::atomic::Ordering;
+    let (url, count) = same_page_server(
+        r#"{"droplets":[{"id":7,"name":"web-1","status":"active","locked":false,"networks":{"v4":[{"ip_address":"10.0.0.7","type":"private"}]},"tags":["doproxy"]}],"links":{},"meta":{"total":450}}"#,
+    );
+    let listed = block_on(client(&url).list_by_tag("doproxy")).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(count.load(Ordering::SeqCst), 1, "requests for one page");
+}
+
+#[test]
+fn an_empty_page_stops_the_listing_even_with_a_next_link() {
+    // No droplet on the page, yet a next link and a total of 450: an empty page ends the
+    // listing (following it would page on until the page cap).
+    use crate::client::{block_on, client};
+    use std::sync::atomic::Ordering;
+    let (url, count) = same_page_server(
+        r#"{"droplets":[],"links":{"pages":{"next":"https://api.digitalocean.com/v2/droplets?page=2"}},"meta":{"total":450}}"#,
+    );
+    let listed = block_on(client(&url).list_by_tag("doproxy")).unwrap();
+    assert!(listed.is_empty());
+    assert_eq!(count.load(Ordering::SeqCst), 1, "requests for one page");
+}
+
+#[test]
+fn a_check_command_killed_by_a_signal_is_named_so() {
+    // The check command dies of SIGKILL (an OOM kill, say): the error names the signal,
+    // not an "unknown status", and nothing is installed.
+    let env = TestEnv::new();
+    env.configure(|c| c.check_command = Some("kill -KILL $$".into()));
+    let r = env.run(&["reload"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("failed (signal 9)"), "{}", r.stderr);
+    assert!(!env.path("etc/haproxy.cfg").exists());
+}
+
+/// What a failed command's one-line error shows of its output (after its status).
+fn shown_output(stderr: &str) -> &str {
+    let (_, rest) = stderr
+        .split_once("failed (exit code 1): ")
+        .unwrap_or_else(|| panic!("no failed command in {stderr}"));
+    rest.lines().next().unwrap_or_default()
+}
+
+#[test]
+fn a_failed_check_shows_the_alert_lines_of_its_output() {
+    // HAProxy's check prints notices and ALERT lines: the one-line error shows the ALERTs
+    // only (blank lines and notices dropped), at most five of them.
+    let env = TestEnv::new();
+    let script = "echo '[NOTICE] noise'; echo; for i in 1 2 3 4 5 6; do echo \"[ALERT] bad $i\"; done; echo '[WARNING] more noise'; exit 1";
+    env.configure(|c| c.check_command = Some(format!("{{ {script}; }} >&2")));
+    let r = env.run(&["reload"]).code(1);
+    assert_eq!(
+        shown_output(&r.stderr),
+        "[ALERT] bad 1 | [ALERT] bad 2 | [ALERT] bad 3 | [ALERT] bad 4 | [ALERT] bad 5",
+        "{}",
+        r.stderr
+    );
+    // Without ALERT lines, the lines it printed (blank ones dropped); without output, that
+    // it printed none.
+    env.configure(|c| c.check_command = Some("echo; echo 'it broke' >&2; echo; exit 1".into()));
+    let r = env.run(&["reload"]).code(1);
+    assert_eq!(shown_output(&r.stderr), "it broke", "{}", r.stderr);
+    env.configure(|c| c.check_command = Some("exit 1".into()));
+    let r = env.run(&["reload"]).code(1);
+    assert_eq!(shown_output(&r.stderr), "(no output)", "{}", r.stderr);
+}
+
+#[test]
+fn an_unreadable_inventory_is_not_called_missing() {
+    // A path that exists but cannot be read as a file (a directory here) is a read error,
+    // not "doesn't exist; create an empty one" (touching it would not help).
+    let env = TestEnv::new();
+    std::fs::remove_file(env.path("inventory")).unwrap();
+    std::fs::create_dir(env.path("inventory")).unwrap();
+    let r = env.run(&["print"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("cannot read inventory file"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("doesn't exist"), "{}", r.stderr);
+}
+
+#[test]
+fn an_unreadable_journal_is_an_error_not_an_empty_journal() {
+    // A journal that exists but cannot be read (a directory here) must stop the command:
+    // read as empty, the interrupted creates it names would be forgotten.
+    let env = TestEnv::new();
+    std::fs::create_dir(env.path("inventory.journal")).unwrap();
+    let r = env.run(&["print"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("cannot read") && r.stderr.contains("inventory.journal"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn an_idle_file_backed_watch_asks_the_api_nothing() {
+    // Nothing changes and nothing boots: `reload --watch` on the file backend sleeps
+    // until the next resync (60 s), polling only the files, not the API.
+    use crate::support::{signal, wait_with_deadline};
+    use std::time::{Duration, Instant};
+    // One droplet, active and served (with none, a pass asks the API nothing anyway).
+    let env = TestEnv::new();
+    env.run(&["create"]).ok();
+    // A short debounce: a change reported when there is none would show within 2 s.
+    env.configure(|c| c.watch_debounce = Some("50ms".into()));
+    let log = std::fs::File::create(env.path("watch.log")).unwrap();
+    let mut child = env
+        .command(&["reload", "--watch"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !env.read("watch.log").contains("watching") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the watch did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Past the first pass (and its debounce), then idle for 2 s.
+    std::thread::sleep(Duration::from_millis(500));
+    env.sim.clear_requests();
+    std::thread::sleep(Duration::from_secs(2));
+    let asked: Vec<String> = env.sim.requests().into_iter().map(|r| r.path).collect();
+    assert!(signal(child.id(), "TERM"));
+    wait_with_deadline(&mut child, Duration::from_secs(10));
+    assert!(asked.is_empty(), "an idle watch asked the API {asked:?}");
+}
