@@ -351,6 +351,19 @@ mod tests {
         let roles: Vec<Role> = r.members.iter().map(|m| m.role).collect();
         assert_eq!(roles, [Role::Booting, Role::Standby, Role::Serving]);
         assert_eq!(r.to_admit(5), [4]);
+        // A TCP check (L4OK) or a layer-6 one (L6OK) passes as well as an HTTP one; a
+        // failed one (L4CON) does not.
+        for (status, up) in [
+            ("L4OK", true),
+            ("L6OK", true),
+            ("L4CON", false),
+            ("L7STS", false),
+        ] {
+            let mut s = stat(6, "UP", 0, 0);
+            s.check_status = Some(status.into());
+            let r = Roster::new(&[6], &Journal::default(), &[s]);
+            assert_eq!(r.members[0].up, up, "{status}");
+        }
     }
 
     #[test]
