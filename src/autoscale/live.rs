@@ -381,7 +381,10 @@ mod tests {
             at: Duration::from_millis(at_ms),
             sample: StatSample {
                 servers: vec![
-                    stat(1, "UP", 4, 1),
+                    ServerStat {
+                        qcur: 1,
+                        ..stat(1, "UP", 4, 1)
+                    },
                     stat(2, "UP", 3, 1),
                     stat(3, "UP", 9, 0),
                 ],
@@ -418,7 +421,8 @@ mod tests {
         let s = signals(Some(&a), &b, &r, Duration::from_millis(1600));
         // Only serving servers' sessions count: 4 + 3, not the standby's 9.
         assert_eq!(s.in_flight, Some(7.0));
-        assert_eq!(s.queued, Some(2.0));
+        // The backend's queue (2) and the servers' own (1).
+        assert_eq!(s.queued, Some(3.0));
         assert_eq!(s.request_rate, Some(100.0));
         assert_eq!(s.error_rate, Some(2.0));
         assert_eq!(s.queue_time_ms, Some(12.0));
