@@ -622,7 +622,7 @@ impl Daemon {
         };
         let d = self.controller.tick(&snap);
         let line = if self.opts.dry_run {
-            self.line(&d, &snap, Vec::new(), Vec::new(), Vec::new())
+            self.line_from(&d, snap.fleet)
         } else {
             self.act(&d, &roster, once).await
         };
@@ -945,21 +945,6 @@ impl Daemon {
             warn(&format!("autoscale: {what}: {e:#}"));
             self.api_failed(&e);
         }
-    }
-
-    fn line(
-        &self,
-        d: &Decision,
-        snap: &Snapshot,
-        admitted: Vec<u64>,
-        parked: Vec<u64>,
-        deleting: Vec<u64>,
-    ) -> Line {
-        let mut line = self.line_from(d, snap.fleet);
-        line.admitted = admitted;
-        line.parked = parked;
-        line.deleting = deleting;
-        line
     }
 
     fn line_from(&self, d: &Decision, current: Fleet) -> Line {

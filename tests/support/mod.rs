@@ -12,7 +12,7 @@ pub mod proxy;
 pub use do_sim::sandbox::{self, DoproxyConfig, InventoryOptions};
 use do_sim::{Sim, SimOptions};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
@@ -552,23 +552,10 @@ impl Drop for TestEnv {
     }
 }
 
-/// A minimal HTTP/1.1 GET over a fresh connection; `None` on any failure.
+/// A minimal HTTP/1.1 GET over a fresh connection, reading for at most 5 s; `None` on any
+/// failure.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status: u16 = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
+    sandbox::load::http_get(addr, path, Duration::from_secs(5))
 }
 
 /// Parses the original's `print` line format.

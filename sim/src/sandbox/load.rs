@@ -49,7 +49,7 @@ impl Load {
                             std::thread::sleep(Duration::from_millis(5));
                             continue;
                         }
-                        let (status, id) = match get(addr) {
+                        let (status, id) = match http_get(addr, "/", Duration::from_secs(10)) {
                             Some((status, body)) => (status, page_id(&body)),
                             None => (0, None),
                         };
@@ -101,13 +101,18 @@ impl Drop for Load {
     }
 }
 
-/// `GET /` on a fresh connection with `Connection: close`; `None` on any socket error.
-fn get(addr: SocketAddr) -> Option<(u16, String)> {
+/// `GET path` on a fresh connection with `Connection: close`, reading for at most
+/// `read_timeout`: the status and the body, `None` on any socket error. The load's workers
+/// and doproxy's test harness use it.
+pub fn http_get(addr: SocketAddr, path: &str, read_timeout: Duration) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.set_read_timeout(Some(read_timeout)).ok()?;
     s.set_nodelay(true).ok()?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n")
-        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status: u16 = buf.split_whitespace().nth(1)?.parse().ok()?;
