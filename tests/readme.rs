@@ -533,3 +533,55 @@ fn the_readme_states_the_duration_bounds_the_parser_enforces() {
     want.sort();
     assert_eq!(stated, want);
 }
+
+/// Every `scripts/…` path the README names is a file in the repository that can be run.
+#[test]
+fn every_script_the_readme_names_exists_and_is_executable() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut named = BTreeSet::new();
+    for (i, _) in README.match_indices("scripts/") {
+        let rest = &README[i..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || "/._-".contains(c)))
+            .unwrap_or(rest.len());
+        named.insert(rest[..end].trim_end_matches('.').to_string());
+    }
+    assert!(named.contains("scripts/mutants.sh"), "{named:?}");
+    let mut failures = Vec::new();
+    for script in &named {
+        match std::fs::metadata(root.join(script)) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+            Ok(_) => failures.push(format!("{script}: not an executable file")),
+            Err(e) => failures.push(format!("{script}: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The mutation script's plan names files that exist, so it cannot rot silently as code
+/// moves (`scripts/mutants.sh --list` runs nothing).
+#[test]
+fn the_mutation_plan_names_files_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/mutants.sh"))
+        .arg("--list")
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let files: Vec<&str> = text.lines().map(|l| l.split(':').next().unwrap()).collect();
+    assert!(files.len() >= 10, "{text}");
+    for f in files {
+        let path = root.join(f.trim_end_matches("/**"));
+        assert!(
+            path.exists(),
+            "scripts/mutants.sh names {f}, which does not exist"
+        );
+    }
+}
