@@ -1304,6 +1304,78 @@ mod tests {
     }
 
     #[test]
+    fn a_saved_window_holds_a_successor_through_the_down_window() {
+        // What a `--once` run or a restart saves and gives back: the 10 scaled up to at
+        // t=10 holds its successor at 10 through the 300 s down window, where a controller
+        // with no history scales in at once.
+        let st = Settings {
+            stabilization_down: secs(300),
+            ..base()
+        };
+        let mut c = Controller::new(st.clone());
+        c.tick(&snap(0, Some(sig(40.0)), fleet(4, 0, 0)));
+        assert_eq!(
+            c.tick(&snap(10, Some(sig(100.0)), fleet(4, 0, 0))).desired,
+            10
+        );
+        let saved = c.window();
+        assert!(
+            saved.iter().any(|&(t, n, _)| t == secs(10) && n == 10),
+            "{saved:?}"
+        );
+        let mut next = Controller::new(st.clone());
+        next.remember(&saved);
+        let d = next.tick(&snap(20, Some(sig(50.0)), fleet(10, 0, 0)));
+        assert_eq!((d.desired, d.reason), (10, Reason::Stabilizing), "{d:?}");
+        let fresh = Controller::new(st).tick(&snap(20, Some(sig(50.0)), fleet(10, 0, 0)));
+        assert!(fresh.desired < 10, "{fresh:?}");
+    }
+
+    #[test]
+    fn a_decision_that_lands_exactly_on_a_limit_is_not_limited_by_it() {
+        // `limited_by` names the limit that cut the decision (the daemon prints it): a load
+        // asking for exactly the limit is not cut; one more server's worth is.
+        let tick2 = |st: Settings, first: (f64, u32), load: f64| {
+            let mut c = Controller::new(st);
+            c.tick(&snap(0, Some(sig(first.0)), fleet(first.1, 0, 0)));
+            // 40 s later: past the 30 s slow mean, within the 60 s step interval.
+            c.tick(&snap(40, Some(sig(load)), fleet(first.1, 0, 0)))
+        };
+        let steps = Settings {
+            step_up: 2,
+            step_down: 2,
+            ..base()
+        };
+        // Up from 2 with step_up 2: 4 is reachable, 5 is cut to 4.
+        let d = tick2(steps.clone(), (20.0, 2), 40.0);
+        assert_eq!((d.desired, d.limited_by), (4, None), "{d:?}");
+        let d = tick2(steps.clone(), (20.0, 2), 50.0);
+        assert_eq!((d.desired, d.limited_by), (4, Some(Limit::Step)), "{d:?}");
+        // Down from 6 with step_down 2: 4 is reachable, 3 is cut to 4.
+        let d = tick2(steps.clone(), (60.0, 6), 40.0);
+        assert_eq!((d.desired, d.limited_by), (4, None), "{d:?}");
+        let d = tick2(steps, (60.0, 6), 30.0);
+        assert_eq!((d.desired, d.limited_by), (4, Some(Limit::Step)), "{d:?}");
+        // max 4: a load for 4 is not cut, one for 5 is.
+        let capped = Settings { max: 4, ..base() };
+        let d = tick2(capped.clone(), (20.0, 2), 40.0);
+        assert_eq!((d.desired, d.limited_by), (4, None), "{d:?}");
+        let d = tick2(capped, (20.0, 2), 50.0);
+        assert_eq!((d.desired, d.limited_by), (4, Some(Limit::Max)), "{d:?}");
+        // min 3: the recommendation itself never goes below min (so a fleet resting at
+        // min reads `steady`, not `stabilizing`), and min is not reported as a cut.
+        let floor = Settings { min: 3, ..base() };
+        let d = tick2(floor.clone(), (60.0, 6), 30.0);
+        assert_eq!((d.desired, d.limited_by), (3, None), "{d:?}");
+        let d = tick2(floor, (60.0, 6), 20.0);
+        assert_eq!(
+            (d.desired, d.recommendation, d.limited_by),
+            (3, Some(3), None),
+            "{d:?}"
+        );
+    }
+
+    #[test]
     fn elevated_errors_at_a_steady_load_are_not_a_blocked_scale_in() {
         // 5xx at 5 % of 400 req/s, the load exactly the fleet's: steady, nothing blocked.
         let s = Signals {
