@@ -242,3 +242,69 @@ fn an_idle_file_backed_watch_asks_the_api_nothing() {
     wait_with_deadline(&mut child, Duration::from_secs(10));
     assert!(asked.is_empty(), "an idle watch asked the API {asked:?}");
 }
+
+#[test]
+fn an_ambiguous_answer_marks_its_own_intents_ambiguous_and_no_others() {
+    // A 503 to the POST: whether the droplet was made is unknown. While create looks for
+    // it by name (up to not_found_grace, 2 s here), its own intent reads ambiguous with a
+    // fresh `since` (the grace counts from the ambiguous answer); another create's intent
+    // in the same journal is left as it was.
+    use crate::support::proxy::{Act, ApiProxy, Reply};
+    use std::time::{Duration, Instant};
+    let env = TestEnv::new();
+    let proxy = ApiProxy::start(
+        &env.sim.url(),
+        Box::new(|method, _, _| match method {
+            "POST" => Act::Answer(Reply::error(503, "service_unavailable", &[])),
+            _ => Act::Pass,
+        }),
+    );
+    let api = proxy.url();
+    env.configure(|c| c.api_url = Some(api));
+    // Another node's create, written a second ago.
+    let other = Intent {
+        name: "other-node-web".into(),
+        since: journal::now() - 1,
+        ambiguous: false,
+    };
+    let j = Journal {
+        creating: vec![other.clone()],
+        ..Journal::default()
+    };
+    env.write("inventory.journal", &j.render());
+    let before = journal::now();
+    let child = env.spawn(&["create"]);
+    let started = Instant::now();
+    let own = loop {
+        let j = journal(&env);
+        if let Some(i) = j
+            .creating
+            .iter()
+            .find(|i| i.name != other.name && i.ambiguous)
+        {
+            break (i.clone(), j);
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "no intent marked ambiguous while create looks for its droplet: {j:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (mine, j) = own;
+    assert!(
+        mine.since >= before,
+        "{mine:?} (create started at {before})"
+    );
+    assert_eq!(
+        j.creating.iter().find(|i| i.name == other.name),
+        Some(&other),
+        "another create's intent is not touched: {j:?}"
+    );
+    let r = env.finish(child, Duration::from_secs(20)).code(1);
+    assert!(
+        r.stderr
+            .contains("is unknown, so the request was not sent again"),
+        "{}",
+        r.stderr
+    );
+}
