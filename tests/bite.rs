@@ -308,3 +308,42 @@ fn an_ambiguous_answer_marks_its_own_intents_ambiguous_and_no_others() {
         r.stderr
     );
 }
+
+#[test]
+fn a_429_on_create_is_waited_out_and_the_post_sent_once_more() {
+    // A 429 proves nothing was created: the POST is sent again once its retry-after has
+    // passed (the one case a create is re-sent), and one droplet results.
+    use crate::support::proxy::{Act, ApiProxy, Reply};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let env = TestEnv::new();
+    let first = AtomicBool::new(true);
+    let proxy = ApiProxy::start(
+        &env.sim.url(),
+        Box::new(move |method, _, _| {
+            if method == "POST" && first.swap(false, Ordering::SeqCst) {
+                Act::Answer(Reply::error(
+                    429,
+                    "too_many_requests",
+                    &[("retry-after", "1"), ("ratelimit-remaining", "0")],
+                ))
+            } else {
+                Act::Pass
+            }
+        }),
+    );
+    let api = proxy.url();
+    env.configure(|c| c.api_url = Some(api));
+    env.run(&["create"]).ok();
+    let posts: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 2, "one 429, one POST after it: {posts:?}");
+    assert_eq!((posts[0].scripted, posts[1].scripted), (Some(429), None));
+    let gap = posts[1].at - posts[0].at;
+    assert!(gap >= Duration::from_millis(950), "re-sent after {gap:?}");
+    assert_eq!(env.sim.droplets().len(), 1);
+    assert_eq!(env.inventory().len(), 1);
+}
