@@ -347,3 +347,89 @@ fn a_429_on_create_is_waited_out_and_the_post_sent_once_more() {
     assert_eq!(env.sim.droplets().len(), 1);
     assert_eq!(env.inventory().len(), 1);
 }
+
+#[test]
+fn a_lost_create_is_not_settled_as_never_made_while_the_listing_fails() {
+    // The POST is carried out but its answer lost, and every listing fails until create
+    // gives up: absence was never seen, so the intent stays journaled, and the next
+    // command (the API back) adopts the droplet instead of calling it an orphan.
+    use crate::support::proxy::{Act, ApiProxy, Reply};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let env = TestEnv::new();
+    let down = Arc::new(AtomicBool::new(false));
+    let flag = down.clone();
+    let proxy = ApiProxy::start(
+        &env.sim.url(),
+        Box::new(move |method, target, _| {
+            if method == "POST" {
+                flag.store(true, Ordering::SeqCst);
+                Act::PassThenDrop
+            } else if flag.load(Ordering::SeqCst) && target.starts_with("/v2/droplets") {
+                Act::Answer(Reply::error(500, "server_error", &[]))
+            } else {
+                Act::Pass
+            }
+        }),
+    );
+    let api = proxy.url();
+    env.configure(|c| c.api_url = Some(api));
+    let r = env.run(&["create"]).code(1);
+    let made = env.sim.droplets();
+    assert_eq!(made.len(), 1, "{made:?}");
+    let j = journal(&env);
+    assert_eq!(
+        j.creating
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>(),
+        vec![made[0].name.as_str()],
+        "the lost create's intent is kept: {j:?}\n{}",
+        r.stderr
+    );
+    down.store(false, Ordering::SeqCst);
+    env.settle();
+    env.run(&["print"]).ok();
+    assert_eq!(
+        env.inventory(),
+        vec![made[0].id],
+        "adopted by the next command"
+    );
+    assert!(journal(&env).creating.is_empty(), "{:?}", journal(&env));
+}
+
+#[test]
+fn the_first_look_for_a_lost_create_comes_well_before_poll_interval() {
+    // Lists lag behind creates by moments, not by poll_interval: the lookups after a lost
+    // answer start at an eighth of poll_interval (1 s here) and double from there.
+    use crate::support::proxy::{Act, ApiProxy};
+    use std::time::Duration;
+    let env = TestEnv::new();
+    let proxy = ApiProxy::start(
+        &env.sim.url(),
+        Box::new(|method, _, _| match method {
+            "POST" => Act::PassThenDrop,
+            _ => Act::Pass,
+        }),
+    );
+    let api = proxy.url();
+    env.configure(|c| {
+        c.api_url = Some(api);
+        c.poll_interval = Some("1s".into());
+        c.not_found_grace = Some("5s".into());
+    });
+    env.run(&["create"]).ok();
+    let seen = proxy.seen();
+    let post = seen.iter().position(|s| s.method == "POST").unwrap();
+    let looks: Vec<_> = seen[post + 1..]
+        .iter()
+        .filter(|s| s.method == "GET" && s.target.starts_with("/v2/droplets?"))
+        .collect();
+    assert!(looks.len() >= 2, "{seen:?}");
+    let gap = looks[1].at - looks[0].at;
+    assert!(
+        gap < Duration::from_millis(900),
+        "the second look came {gap:?} after the first (poll_interval 1 s)"
+    );
+    assert_eq!(env.inventory().len(), 1);
+}

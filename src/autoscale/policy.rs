@@ -1362,6 +1362,41 @@ mod tests {
         assert_eq!((d.desired, d.limited_by), (4, None), "{d:?}");
         let d = tick2(capped, (20.0, 2), 50.0);
         assert_eq!((d.desired, d.limited_by), (4, Some(Limit::Max)), "{d:?}");
+        // The account's droplet limit: 2 serve and 2 more may be made.
+        let headroom = |load: f64| {
+            let s = Snapshot {
+                droplet_headroom: Some(2),
+                ..snap(0, Some(sig(load)), fleet(2, 0, 0))
+            };
+            Controller::new(base()).tick(&s)
+        };
+        let d = headroom(40.0);
+        assert_eq!((d.desired, d.limited_by), (4, None), "{d:?}");
+        let d = headroom(50.0);
+        assert_eq!(
+            (d.desired, d.limited_by),
+            (4, Some(Limit::DropletLimit)),
+            "{d:?}"
+        );
+        // The cost cap: $0.04 an hour at $0.01 pays for 4; with a spare wanted, $0.05 pays
+        // for 4 and the spare, $0.04 for 4 and no spare.
+        let cost = |cap: f64, standby: u32, load: f64| {
+            let st = Settings {
+                max_hourly_cost: Some(cap),
+                hourly_price: Some(0.01),
+                standby,
+                ..base()
+            };
+            Controller::new(st).tick(&snap(0, Some(sig(load)), fleet(2, 0, standby)))
+        };
+        let d = cost(0.04, 0, 40.0);
+        assert_eq!((d.desired, d.limited_by), (4, None), "{d:?}");
+        let d = cost(0.04, 0, 50.0);
+        assert_eq!((d.desired, d.limited_by), (4, Some(Limit::Cost)), "{d:?}");
+        let d = cost(0.05, 1, 40.0);
+        assert_eq!((d.desired, d.limited_by), (4, None), "{d:?}");
+        let d = cost(0.04, 1, 40.0);
+        assert_eq!((d.desired, d.limited_by), (4, Some(Limit::Cost)), "{d:?}");
         // min 3: the recommendation itself never goes below min (so a fleet resting at
         // min reads `steady`, not `stabilizing`), and min is not reported as a cut.
         let floor = Settings { min: 3, ..base() };
