@@ -1411,6 +1411,53 @@ mod tests {
     }
 
     #[test]
+    fn the_standby_pool_is_refilled_within_the_limits_and_kept_while_errors_are_high() {
+        let pool = |standby: u32| Settings { standby, ..base() };
+        // 2 serve, 2 spares wanted, room for 1 more droplet at the account: 1 is made.
+        let s = Snapshot {
+            droplet_headroom: Some(1),
+            ..snap(0, Some(sig(20.0)), fleet(2, 0, 0))
+        };
+        let d = Controller::new(pool(2)).tick(&s);
+        assert_eq!(
+            (d.desired, d.action, d.limited_by),
+            (2, act(0, 1, 0, 0), Some(Limit::DropletLimit)),
+            "{d:?}"
+        );
+        // Room for exactly the 2: both are made and nothing is said to limit them.
+        let s = Snapshot {
+            droplet_headroom: Some(2),
+            ..s
+        };
+        let d = Controller::new(pool(2)).tick(&s);
+        assert_eq!((d.action, d.limited_by), (act(0, 2, 0, 0), None), "{d:?}");
+        // $0.04 an hour at $0.01 pays for exactly the 2 serving and the 2 spares.
+        let st = Settings {
+            max_hourly_cost: Some(0.04),
+            hourly_price: Some(0.01),
+            ..pool(2)
+        };
+        let d = Controller::new(st).tick(&snap(0, Some(sig(20.0)), fleet(2, 0, 0)));
+        assert_eq!((d.action, d.limited_by), (act(0, 2, 0, 0), None), "{d:?}");
+        // 5xx at 5 %: 3 spares where 1 is wanted are kept (no delete while errors are
+        // high) ...
+        let high = |load: f64| Signals {
+            error_rate: Some(load * 10.0 * 0.05),
+            ..sig(load)
+        };
+        let d = Controller::new(pool(1)).tick(&snap(0, Some(high(40.0)), fleet(4, 0, 3)));
+        assert_eq!(d.action, act(0, 0, 0, 0), "{d:?}");
+        // ... and a load asking for 2 of 4 is a blocked scale-in, even while the missing
+        // spare is made.
+        let d = Controller::new(pool(1)).tick(&snap(0, Some(high(20.0)), fleet(4, 0, 0)));
+        assert_eq!(
+            (d.desired, d.action, d.reason),
+            (4, act(0, 1, 0, 0), Reason::ScaleInBlockedByErrors),
+            "{d:?}"
+        );
+    }
+
+    #[test]
     fn elevated_errors_at_a_steady_load_are_not_a_blocked_scale_in() {
         // 5xx at 5 % of 400 req/s, the load exactly the fleet's: steady, nothing blocked.
         let s = Signals {
