@@ -433,3 +433,19 @@ fn the_first_look_for_a_lost_create_comes_well_before_poll_interval() {
     );
     assert_eq!(env.inventory().len(), 1);
 }
+
+#[test]
+fn create_keeps_how_long_its_droplet_took_to_become_active() {
+    // The journal's activations_ms (what the cold path learns its polling from) holds the
+    // time from the POST to `active`: 600 ms here, seen no sooner; never a poll that still
+    // saw the droplet `new`.
+    let opts = do_sim::SimOptions {
+        active_after: std::time::Duration::from_millis(600),
+        ..crate::support::fast_sim_options()
+    };
+    let env = TestEnv::with_options(opts, false);
+    env.run(&["create"]).ok();
+    let j = journal(&env);
+    assert_eq!(j.activations_ms.len(), 1, "{j:?}");
+    assert!(j.activations_ms[0] >= 550, "{j:?}");
+}

@@ -1458,6 +1458,59 @@ mod tests {
     }
 
     #[test]
+    fn a_scale_down_waits_for_the_slow_mean_to_settle_before_the_next() {
+        // Down 8 -> 4 at t=40; at t=50 the load asks for 3, but the slow mean is still
+        // settling after the last scale-down (30 s): held at 4 until t=70.
+        run(
+            base(),
+            &[
+                (0, 80.0, fleet(8, 0, 0), 8, Reason::Steady),
+                (40, 40.0, fleet(8, 0, 0), 4, Reason::ScaleDown),
+                (50, 20.0, fleet(4, 0, 0), 4, Reason::Stabilizing),
+                (70, 20.0, fleet(4, 0, 0), 2, Reason::ScaleDown),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_recommendation_exactly_the_down_window_old_still_counts() {
+        let st = Settings {
+            stabilization_down: secs(300),
+            ..base()
+        };
+        run(
+            st,
+            &[
+                (0, 80.0, fleet(8, 0, 0), 8, Reason::Steady),
+                (300, 30.0, fleet(8, 0, 0), 8, Reason::Stabilizing),
+                (301, 30.0, fleet(8, 0, 0), 3, Reason::ScaleDown),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_decision_exactly_the_step_interval_old_still_limits_the_step() {
+        // step_down 2 over 60 s: 6 until t=30 (the count before that decision is in the
+        // interval from then), 4 after. At t=90 that 6 is exactly 60 s old and still in the
+        // interval, so 4 is as low as it goes; at t=91 it has left.
+        let st = Settings {
+            step_down: 2,
+            ..base()
+        };
+        run(
+            st,
+            &[
+                (0, 60.0, fleet(6, 0, 0), 6, Reason::Steady),
+                (30, 40.0, fleet(6, 0, 0), 4, Reason::ScaleDown),
+                // The load asks for 2 (the reason says so); the step limit keeps 4.
+                (60, 20.0, fleet(4, 0, 0), 4, Reason::ScaleDown),
+                (90, 20.0, fleet(4, 0, 0), 4, Reason::ScaleDown),
+                (91, 20.0, fleet(4, 0, 0), 2, Reason::ScaleDown),
+            ],
+        );
+    }
+
+    #[test]
     fn elevated_errors_at_a_steady_load_are_not_a_blocked_scale_in() {
         // 5xx at 5 % of 400 req/s, the load exactly the fleet's: steady, nothing blocked.
         let s = Signals {
