@@ -1511,6 +1511,25 @@ mod tests {
     }
 
     #[test]
+    fn a_request_rate_within_the_tolerance_keeps_the_count() {
+        let st = Settings {
+            targets: super::super::Targets {
+                sessions_per_server: None,
+                requests_per_second_per_server: Some(100.0),
+                queue_time_ms: None,
+            },
+            tolerance: 0.1,
+            ..base()
+        };
+        // 4 serve 410 req/s against 100 each: 2.5 % over, within the band, so 4 stay.
+        let d = Controller::new(st.clone()).tick(&snap(0, Some(sig(41.0)), fleet(4, 0, 0)));
+        assert_eq!((d.desired, d.reason), (4, Reason::WithinTolerance), "{d:?}");
+        // 480 req/s is 20 % over: 5.
+        let d = Controller::new(st).tick(&snap(0, Some(sig(48.0)), fleet(4, 0, 0)));
+        assert_eq!((d.desired, d.reason), (5, Reason::ScaleUp), "{d:?}");
+    }
+
+    #[test]
     fn elevated_errors_at_a_steady_load_are_not_a_blocked_scale_in() {
         // 5xx at 5 % of 400 req/s, the load exactly the fleet's: steady, nothing blocked.
         let s = Signals {
