@@ -347,6 +347,13 @@ fn reload_readies_a_server_left_drained() {
         r.stderr
     );
     assert_eq!(admin_state(&env, &server), Some(0));
+    // Only the server that was left drained is put back (and said to be).
+    let other = format!("www-{}", env.inventory()[0]);
+    assert!(
+        !r.stderr.contains(&format!("{other} was left drained")),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
