@@ -449,3 +449,42 @@ fn create_keeps_how_long_its_droplet_took_to_become_active() {
     assert_eq!(j.activations_ms.len(), 1, "{j:?}");
     assert!(j.activations_ms[0] >= 550, "{j:?}");
 }
+
+#[test]
+fn a_delete_waits_for_the_leaving_servers_requests_before_it_reloads() {
+    // The drain lets the leaving server's requests in flight finish (up to drain_timeout,
+    // 30 s by default) before the reload drops it: with four 2-second requests spread over
+    // both servers, the delete cannot be done in less than the rest of their time.
+    use crate::support::{haproxy_available, http_get};
+    use std::time::{Duration, Instant};
+    if !haproxy_available() {
+        return;
+    }
+    let env = TestEnv::with_haproxy();
+    env.run(&["create", "--count", "2"]).ok();
+    let ids = env.inventory();
+    assert_eq!(env.running_servers().len(), 2);
+    for id in &ids {
+        assert!(env
+            .sim
+            .set_app_service_time_direct(*id, Some(Duration::from_secs(2))));
+    }
+    let front = env.frontend();
+    let sent = Instant::now();
+    let requests: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || http_get(front, "/")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    env.run(&["delete", "1"]).ok();
+    let took = started.elapsed();
+    for r in requests {
+        assert_eq!(r.join().unwrap().map(|a| a.0), Some(200));
+    }
+    assert!(
+        started + took >= sent + Duration::from_millis(1900),
+        "the delete was done {:?} after the requests were sent, before they could finish",
+        (started + took) - sent
+    );
+    assert_eq!(env.inventory(), vec![ids[0]]);
+}
