@@ -488,3 +488,29 @@ fn a_delete_waits_for_the_leaving_servers_requests_before_it_reloads() {
     );
     assert_eq!(env.inventory(), vec![ids[0]]);
 }
+
+#[test]
+fn a_droplet_404_for_a_moment_after_its_create_is_waited_for_not_called_gone() {
+    // The API can answer 404 for a droplet it has just accepted (and leave it out of
+    // lists): within not_found_grace (2 s here) that is lag, not a droplet gone.
+    let opts = do_sim::SimOptions {
+        not_found_after_create: std::time::Duration::from_millis(800),
+        ..crate::support::fast_sim_options()
+    };
+    let env = TestEnv::with_options(opts, false);
+    let r = env.run(&["create"]).ok();
+    let made = env.sim.droplets();
+    assert_eq!(made.len(), 1);
+    assert_eq!(env.inventory(), vec![made[0].id], "{}", r.stderr);
+    assert!(!r.stderr.contains("disappeared"), "{}", r.stderr);
+    let gets = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|q| q.method == "GET" && q.path == format!("/v2/droplets/{}", made[0].id))
+        .count();
+    assert!(
+        gets <= 1,
+        "{gets} GETs of the droplet while it was only lagging"
+    );
+}
