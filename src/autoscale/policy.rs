@@ -1530,6 +1530,44 @@ mod tests {
     }
 
     #[test]
+    fn errors_block_a_scale_in_only_above_the_ratio() {
+        // 4 serve 200 req/s, a load for 2; scale_in_error_ratio 1 %.
+        let with_errors = |e: f64| {
+            let s = Signals {
+                error_rate: Some(e),
+                ..sig(20.0)
+            };
+            Controller::new(base()).tick(&snap(0, Some(s), fleet(4, 0, 0)))
+        };
+        for (errors, desired, reason) in [
+            (0.0, 2, Reason::ScaleDown),
+            (1.0, 2, Reason::ScaleDown),                // 0.5 %
+            (2.0, 2, Reason::ScaleDown),                // exactly 1 %: not above it
+            (3.0, 4, Reason::ScaleInBlockedByErrors),   // 1.5 %
+            (200.0, 4, Reason::ScaleInBlockedByErrors), // every request
+        ] {
+            let d = with_errors(errors);
+            assert_eq!(
+                (d.desired, d.reason),
+                (desired, reason),
+                "{errors} 5xx/s: {d:?}"
+            );
+        }
+        // With no request rate to compare with, any 5xx is elevated.
+        let s = Signals {
+            error_rate: Some(1.0),
+            request_rate: Some(0.0),
+            ..sig(20.0)
+        };
+        assert!(errors_elevated(&base(), &s));
+        let s = Signals {
+            error_rate: Some(0.0),
+            ..s
+        };
+        assert!(!errors_elevated(&base(), &s));
+    }
+
+    #[test]
     fn elevated_errors_at_a_steady_load_are_not_a_blocked_scale_in() {
         // 5xx at 5 % of 400 req/s, the load exactly the fleet's: steady, nothing blocked.
         let s = Signals {
