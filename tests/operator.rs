@@ -52,6 +52,16 @@ fn json_output_of_every_command() {
         assert_eq!(d["status"], "active");
         assert!(d["private_ip"].as_str().unwrap().starts_with("127."));
     }
+    // Each created droplet's `line` is its inventory line, as `print` numbers them.
+    let inventory = env.inventory();
+    let lines: Vec<(u64, Option<u64>)> = created
+        .iter()
+        .map(|d| (d["id"].as_u64().unwrap(), d["line"].as_u64()))
+        .collect();
+    for (id, line) in &lines {
+        let at = inventory.iter().position(|x| x == id).map(|p| p as u64);
+        assert_eq!((*line, at.is_some()), (at, true), "{lines:?} {inventory:?}");
+    }
     let orphan = env.create_direct("auto-nginx-orphan", &["doproxy"]);
 
     let v = json(&env.run(&["-o", "json", "print"]).ok());
