@@ -201,9 +201,10 @@ impl Pair {
         let n = NODES[i];
         let log = std::fs::File::create(self.env.path(&n.log())).unwrap();
         let err = std::fs::File::create(self.env.path(&n.err())).unwrap();
-        let child = self
+        let cmd = self
             .env
-            .command(&["-c", n.config, "-o", "json", "autoscale"])
+            .command(&["-c", n.config, "-o", "json", "autoscale"]);
+        let child = crate::support::proc::dies_with_its_test(&cmd)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)

@@ -15,6 +15,28 @@ pub const RUN_DEADLINE: Duration = Duration::from_secs(90);
 /// How long a small helper command (`kill`, `haproxy -c`, `openssl`, `etcdctl`) may take.
 pub const TOOL_DEADLINE: Duration = Duration::from_secs(30);
 
+/// `cmd` started through `setpriv --pdeathsig TERM`, so that its process gets SIGTERM when
+/// the thread that starts it ends: the test finishing, or its whole process killed (a
+/// mutation run's timeout SIGKILLs the test binary, and no `Drop` runs then). For
+/// long-running children (the autoscaler daemon), which must never outlive their test.
+pub fn dies_with_its_test(cmd: &Command) -> Command {
+    let mut wrapped = Command::new("setpriv");
+    wrapped
+        .args(["--pdeathsig", "TERM", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    wrapped
+}
+
 /// Waits for `child` to exit, for at most `timeout`. Past it the child is killed by its
 /// PID, reaped, and the test panics.
 pub fn wait_with_deadline(child: &mut Child, timeout: Duration) -> ExitStatus {
