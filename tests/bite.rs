@@ -514,3 +514,26 @@ fn a_droplet_404_for_a_moment_after_its_create_is_waited_for_not_called_gone() {
         "{gets} GETs of the droplet while it was only lagging"
     );
 }
+
+#[test]
+fn the_readiness_check_takes_an_answer_below_500_and_not_a_500() {
+    // The app answers the readiness path with the status it names (do-sim's `?status=N`):
+    // a 499 is an app that answers; a 500 is a broken one, and create waits for it until
+    // wait_timeout, leaving the droplet in the inventory and out of HAProxy.
+    let env = TestEnv::new();
+    env.configure(|c| {
+        c.readiness_check = Some(true);
+        c.readiness_path = Some("/?status=499".into());
+    });
+    env.run(&["create"]).ok();
+    assert_eq!(env.inventory().len(), 1);
+    env.configure(|c| {
+        c.readiness_check = Some(true);
+        c.readiness_path = Some("/?status=500".into());
+        c.wait_timeout = Some("1s".into());
+    });
+    let r = env.run(&["create"]).code(1);
+    assert!(r.stderr.contains("not ready after"), "{}", r.stderr);
+    assert!(!r.stdout.contains("Success"), "{}", r.stdout);
+    assert_eq!(env.inventory().len(), 2, "kept in the inventory");
+}

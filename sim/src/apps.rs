@@ -235,8 +235,23 @@ async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) {
     .await;
 }
 
-fn app_response(_req: &Request<Incoming>, page: Bytes) -> Response<Full<Bytes>> {
+/// The status a request asks for with `?status=N` (an app that answers 500, or 404),
+/// when N is a valid HTTP status; otherwise 200.
+fn asked_status(req: &Request<Incoming>) -> hyper::StatusCode {
+    req.uri()
+        .query()
+        .and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "status")
+                .and_then(|(_, v)| v.parse::<u16>().ok())
+        })
+        .and_then(|n| hyper::StatusCode::from_u16(n).ok())
+        .unwrap_or(hyper::StatusCode::OK)
+}
+
+fn app_response(req: &Request<Incoming>, page: Bytes) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(page));
+    *resp.status_mut() = asked_status(req);
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/html"),

@@ -92,6 +92,21 @@ fn query_ms_sets_one_requests_service_time() {
 }
 
 #[test]
+fn query_status_sets_one_answers_status() {
+    let (sim, port) = load_sim(opts());
+    let (_, addr) = app(&sim, port, "status-1");
+    let status = |target: &str| {
+        do_sim::sandbox::load::http_get(addr, target, Duration::from_secs(5)).map(|a| a.0)
+    };
+    assert_eq!(status("/?status=500"), Some(500));
+    assert_eq!(status("/health?x=1&status=404"), Some(404));
+    assert_eq!(status("/"), Some(200));
+    // Not a status: the page as usual.
+    assert_eq!(status("/?status=42"), Some(200));
+    assert_eq!(status("/?status=oops"), Some(200));
+}
+
+#[test]
 fn concurrency_limit_serves_in_waves() {
     let (sim, port) = load_sim(SimOptions {
         app_service_time: Duration::from_millis(300),

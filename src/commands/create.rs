@@ -628,6 +628,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unique_names_are_the_prefix_and_six_random_base_36_characters() {
+        let names: Vec<String> = (0..20).map(|_| unique_name("web")).collect();
+        for n in &names {
+            let suffix = n.strip_prefix("web-").unwrap_or_else(|| panic!("{n}"));
+            assert_eq!(suffix.len(), 6, "{n}");
+            assert!(suffix
+                .chars()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+        }
+        let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
+        // 120 random characters use nearly all 36; one character repeated per name (the
+        // same digit six times) could use 20 at most.
+        let chars: std::collections::BTreeSet<char> =
+            names.iter().flat_map(|n| n[4..].chars()).collect();
+        assert!(chars.len() > 20, "{names:?}");
+    }
+
+    #[test]
     fn polls_sparsely_before_the_usual_activation_and_densely_around_it() {
         let s = Duration::from_secs;
         let ms = Duration::from_millis;
