@@ -628,6 +628,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_usual_activation_needs_three_on_record() {
+        let ms = Duration::from_millis;
+        assert_eq!(usual_activation(&[]), None);
+        assert_eq!(usual_activation(&[1000, 2000]), None);
+        assert_eq!(
+            usual_activation(&[3000, 1000, 2000]),
+            Some((ms(1000), ms(3000)))
+        );
+        // The 10th and 90th percentiles of eleven: the 2nd smallest and the 2nd largest.
+        let eleven: Vec<u64> = (1..=11).map(|i| i * 100).collect();
+        assert_eq!(usual_activation(&eleven), Some((ms(200), ms(1000))));
+    }
+
+    #[test]
     fn unique_names_are_the_prefix_and_six_random_base_36_characters() {
         let names: Vec<String> = (0..20).map(|_| unique_name("web")).collect();
         for n in &names {
