@@ -1568,6 +1568,32 @@ mod tests {
     }
 
     #[test]
+    fn queue_time_above_its_target_scales_up_and_at_it_holds_nothing_back() {
+        // Sessions say 2 of 4; the queue-time target (100 ms) only ever asks for more.
+        let st = Settings {
+            targets: super::super::Targets {
+                sessions_per_server: Some(10.0),
+                requests_per_second_per_server: None,
+                queue_time_ms: Some(100.0),
+            },
+            ..base()
+        };
+        let with_queue = |q: f64| {
+            let s = Signals {
+                queue_time_ms: Some(q),
+                ..sig(20.0)
+            };
+            Controller::new(st.clone()).tick(&snap(0, Some(s), fleet(4, 0, 0)))
+        };
+        // Under or exactly at the target: the sessions rule, 2.
+        assert_eq!(with_queue(50.0).desired, 2);
+        assert_eq!(with_queue(100.0).desired, 2);
+        // 1.5 times the target: 4 x 1.5 = 6; far above it, at most twice the fleet.
+        assert_eq!(with_queue(150.0).desired, 6);
+        assert_eq!(with_queue(1000.0).desired, 8);
+    }
+
+    #[test]
     fn elevated_errors_at_a_steady_load_are_not_a_blocked_scale_in() {
         // 5xx at 5 % of 400 req/s, the load exactly the fleet's: steady, nothing blocked.
         let s = Signals {

@@ -160,17 +160,22 @@ pub(super) async fn drain(values: &TemplateValues, id: u64, timeout: Duration) -
     let deadline = Instant::now() + timeout;
     loop {
         let stat = command(sock, "show stat").await?;
-        let scur = stat.lines().find_map(|l| {
-            let cols: Vec<&str> = l.split(',').collect();
-            (cols.len() > 4 && cols[0] == BACKEND && cols[1] == server)
-                .then(|| cols[4].parse::<u64>().unwrap_or(0))
-        });
-        match scur {
+        match current_sessions(&stat, &server) {
             None | Some(0) => return Ok(true),
             Some(_) if Instant::now() >= deadline => return Ok(true),
             Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
+}
+
+/// Server `server`'s current sessions (`scur`, the fifth field) in a `show stat` answer;
+/// `None` when no line of the backend names it. A field that is not a number reads 0.
+fn current_sessions(show_stat: &str, server: &str) -> Option<u64> {
+    show_stat.lines().find_map(|l| {
+        let cols: Vec<&str> = l.split(',').collect();
+        (cols.len() > 4 && cols[0] == BACKEND && cols[1] == server)
+            .then(|| cols[4].parse::<u64>().unwrap_or(0))
+    })
 }
 
 /// Puts server `id` back in ready state (after a drain whose reload failed).
@@ -453,6 +458,26 @@ other,www-1,0,0,0,0,,0,,,,,,,,,,UP,1,1,0,0,0,7,0,,1,3,4,,0,,2,0,,0,L7OK,200,1,\n
             forced.into_iter().collect::<Vec<_>>(),
             vec!["www-11", "www-7"]
         );
+    }
+
+    #[test]
+    fn reads_a_servers_current_sessions_and_survives_short_lines() {
+        let stat = "# pxname,svname,qcur,qmax,scur,smax\nwww-backend,www-7,0,0,3,5\nwww-backend,www-9,0,0,x,1\nwww-backend,BACKEND,0,0,3,9\nwww-backend,www-11,0,0\n";
+        assert_eq!(current_sessions(stat, "www-7"), Some(3));
+        assert_eq!(current_sessions(stat, "www-9"), Some(0));
+        assert_eq!(current_sessions(stat, "www-8"), None);
+        // A line cut short (a hostile or truncated answer) names no count and panics nothing.
+        assert_eq!(current_sessions(stat, "www-11"), None);
+        assert_eq!(current_sessions("www-backend,www-7\n", "www-7"), None);
+    }
+
+    #[test]
+    fn short_server_state_lines_name_no_server() {
+        // Fewer than four fields: no name to read, and no panic.
+        let out = "1\n3 www-backend 1\n3 www-backend\n\n3 www-backend 2 www-9 127.0.0.3 2 0\n";
+        let names = parse_server_names(out);
+        assert_eq!(names.into_iter().collect::<Vec<_>>(), vec!["www-9"]);
+        assert!(parse_forced(out).is_empty());
     }
 
     #[test]
