@@ -42,7 +42,7 @@ plan=(
   "src/haproxy/exec.rs|--lib --test integration|bite:: blast:: secrets:: errors:: ordering:: haproxy:: autoscale::policy"
   "src/haproxy/runtime.rs|--lib --test integration|haproxy:: ordering:: blast:: status:: fleet:: faults::haproxy_keeps_serving autoscaler:: bite::"
   "src/store/file.rs|--lib --test integration|bite:: hygiene:: hostile:: errors:: store:: watch_with_the_file_backend"
-  "src/store/mod.rs|--lib --test integration|store:: bite:: autoscaler::an_intent faults::a_create_killed commands::stale hygiene:: blast:: etcd::"
+  "src/store/mod.rs|--lib --test integration|store:: etcd:: cluster:: autoscaler_cluster:: commands::create commands::stale bite:: --skip print_with_200"
   "src/store/etcd/**|--lib --test integration|store:: etcd:: cluster:: autoscaler_cluster::"
 )
 
