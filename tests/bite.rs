@@ -537,3 +537,41 @@ fn the_readiness_check_takes_an_answer_below_500_and_not_a_500() {
     assert!(!r.stdout.contains("Success"), "{}", r.stdout);
     assert_eq!(env.inventory().len(), 2, "kept in the inventory");
 }
+
+#[test]
+fn inventory_init_names_the_file_it_creates() {
+    // Messages that concern the store name it (the file's path, or the etcd key).
+    let env = TestEnv::new();
+    std::fs::remove_file(env.path("inventory")).unwrap();
+    // The config names it `./inventory` (relative to the config's folder).
+    let r = env.run(&["inventory", "init"]).ok();
+    assert!(
+        r.stderr
+            .contains("created an empty inventory in ./inventory\n"),
+        "{}",
+        r.stderr
+    );
+    let r = env.run(&["inventory", "init"]).ok();
+    assert!(
+        r.stderr
+            .contains("./inventory already exists; left as it is"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn the_activation_time_is_the_time_to_active_not_to_the_first_http_answer() {
+    // With the readiness check, a droplet active at once whose app boots for 3 s is
+    // added after 3 s; what the cold path learns is the time to `active`, well under that.
+    let opts = do_sim::SimOptions {
+        app_boot_delay: std::time::Duration::from_secs(3),
+        ..crate::support::fast_sim_options()
+    };
+    let env = TestEnv::with_options(opts, false);
+    env.configure(|c| c.readiness_check = Some(true));
+    env.run(&["create"]).ok();
+    let j = journal(&env);
+    assert_eq!(j.activations_ms.len(), 1, "{j:?}");
+    assert!(j.activations_ms[0] < 2000, "{j:?}");
+}

@@ -144,7 +144,13 @@ fn etcd_inventory_commands_import_and_export() {
         "{}",
         r.stderr
     );
-    env.run(&["inventory", "init"]).ok();
+    let r = env.run(&["inventory", "init"]).ok();
+    assert!(
+        r.stderr
+            .contains("created an empty inventory in etcd key /doproxy-test/"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(
         env.run(&["print"]).ok().stdout,
         "The inventory file is empty. Use the create command.\n"
