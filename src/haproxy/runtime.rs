@@ -481,6 +481,37 @@ other,www-1,0,0,0,0,,0,,,,,,,,,,UP,1,1,0,0,0,7,0,,1,3,4,,0,,2,0,,0,L7OK,200,1,\n
     }
 
     #[test]
+    fn reads_the_backend_and_frontend_summary_lines_by_column_name() {
+        let stat = "# pxname,svname,qcur,scur,rtime,qtime,req_tot,hrsp_5xx,req_rate\n\
+www-http,FRONTEND,,7,,,120,2,9\n\
+www-backend,www-7,0,3,40,0,60,1,\n\
+www-backend,BACKEND,4,6,52,11,118,2,\n\
+other,BACKEND,9,9,9,9,9,9,\n";
+        let b = parse_totals(stat, "www-backend", "BACKEND").unwrap();
+        assert_eq!(
+            (b.qcur, b.scur, b.rtime, b.qtime, b.req_tot, b.hrsp_5xx, b.req_rate),
+            (
+                Some(4),
+                Some(6),
+                Some(52),
+                Some(11),
+                Some(118),
+                Some(2),
+                None
+            )
+        );
+        let f = parse_totals(stat, "www-http", "FRONTEND").unwrap();
+        assert_eq!(
+            (f.scur, f.req_tot, f.req_rate, f.qcur),
+            (Some(7), Some(120), Some(9), None)
+        );
+        // The proxy and the row must both match.
+        assert_eq!(parse_totals(stat, "www-http", "BACKEND"), None);
+        assert_eq!(parse_totals(stat, "nope", "FRONTEND"), None);
+        assert_eq!(parse_totals("garbage\n", "www-backend", "BACKEND"), None);
+    }
+
+    #[test]
     fn parses_show_servers_state() {
         let out = "1\n# be_id be_name srv_id srv_name srv_addr\n3 www-backend 1 www-7 127.0.0.2 2 0\n3 www-backend 2 www-9 127.0.0.3 2 0\n";
         let names = parse_server_names(out);
