@@ -376,6 +376,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_401_or_an_auth_message_alone_means_a_new_token() {
+        // Either one is enough: etcd answers a bad token with a 401 or with its message
+        // under another status.
+        assert!(matches!(
+            classify_status(401, "unauthorized"),
+            CallError::Auth(_)
+        ));
+        assert!(matches!(
+            classify_status(400, "etcdserver: invalid auth token"),
+            CallError::Auth(_)
+        ));
+        assert!(matches!(
+            classify_status(400, "bad"),
+            CallError::Rejected(_)
+        ));
+        assert!(matches!(
+            classify_status(503, "busy"),
+            CallError::Unknown(_)
+        ));
+    }
+
+    #[test]
     fn base64_known_vectors() {
         let cases = [
             ("", ""),
