@@ -606,6 +606,19 @@ fn no_node_routes_to_a_droplet_when_it_is_destroyed() {
     };
     let victim = export(&env, "doproxy.yml")[1];
     let server = format!("www-{victim}");
+    // The simulator's clock against this one: a request's arrival (`at_ms`) is known to
+    // be no later than `clock.0 + (at_ms - clock.1)`.
+    let _ = http_get(env.sim.addr(), "/v2/account/clock");
+    let clock = (
+        Instant::now(),
+        env.sim
+            .requests()
+            .iter()
+            .rev()
+            .find(|q| q.path == "/v2/account/clock")
+            .expect("the clock request was recorded")
+            .at_ms,
+    );
     // Sample both nodes' stats sockets until the droplet is gone from the simulator.
     let (sock_a, sock_b) = (env.path("admin.sock"), env.path("admin-b.sock"));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -655,6 +668,18 @@ fn no_node_routes_to_a_droplet_when_it_is_destroyed() {
         .collect();
     assert_eq!(deletes.len(), 1, "{deletes:?}");
     assert!(!env.sim.droplets().iter().any(|d| d.id == victim));
+    // And it reached the API only once neither node routed to the droplet (each node
+    // acknowledged first): no sample taken after the DELETE shows it served.
+    let deleted = clock.0 + Duration::from_millis(deletes[0].at_ms.saturating_sub(clock.1));
+    let late: Vec<_> = samples
+        .iter()
+        .filter(|(t, a, b)| *t > deleted && (*a || *b))
+        .map(|(t, a, b)| (t.duration_since(deleted), a, b))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{server} was still served after its DELETE: {late:?}"
+    );
 }
 
 #[test]
