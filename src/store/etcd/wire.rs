@@ -376,6 +376,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bad_base64_is_named_by_its_character_or_its_length() {
+        let e = b64_decode("ab!d").unwrap_err().to_string();
+        assert_eq!(e, "invalid base64 character '!'");
+        let e = b64_decode("abcde").unwrap_err().to_string();
+        assert_eq!(e, "invalid base64 (length 5)");
+        assert_eq!(b64_decode("aGk=").unwrap(), b"hi");
+    }
+
+    #[test]
     fn a_401_or_an_auth_message_alone_means_a_new_token() {
         // Either one is enough: etcd answers a bad token with a 401 or with its message
         // under another status.
