@@ -404,6 +404,13 @@ mod tests {
             classify_status(503, "busy"),
             CallError::Unknown(_)
         ));
+        // A 429 or a 408 may have been applied or not: unknown, as a 5xx is.
+        for status in [429, 408] {
+            assert!(matches!(
+                classify_status(status, "later"),
+                CallError::Unknown(_)
+            ));
+        }
     }
 
     #[test]
