@@ -322,11 +322,7 @@ fn a_429_on_create_is_waited_out_and_the_post_sent_once_more() {
         &env.sim.url(),
         Box::new(move |method, _, _| {
             if method == "POST" && first.swap(false, Ordering::SeqCst) {
-                Act::Answer(Reply::error(
-                    429,
-                    "too_many_requests",
-                    &[("retry-after", "1"), ("ratelimit-remaining", "0")],
-                ))
+                Act::Answer(Reply::too_many_requests("1"))
             } else {
                 Act::Pass
             }

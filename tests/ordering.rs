@@ -245,11 +245,7 @@ fn a_429_with_retry_after_is_retried_no_sooner_than_asked() {
         &env.sim.url(),
         Box::new(|method, target, n| {
             if n == 0 && method == "GET" && target.starts_with("/v2/droplets?") {
-                Act::Answer(Reply::error(
-                    429,
-                    "too_many_requests",
-                    &[("retry-after", "1"), ("ratelimit-remaining", "0")],
-                ))
+                Act::Answer(Reply::too_many_requests("1"))
             } else {
                 Act::Pass
             }

@@ -64,6 +64,15 @@ impl Reply {
             body: format!("{{\"id\":\"{id}\",\"message\":\"scripted by the test\"}}"),
         }
     }
+
+    /// A 429 with the rate limit spent, asking to wait `retry_after` seconds.
+    pub fn too_many_requests(retry_after: &str) -> Reply {
+        Reply::error(
+            429,
+            "too_many_requests",
+            &[("retry-after", retry_after), ("ratelimit-remaining", "0")],
+        )
+    }
 }
 
 /// Decides about one request: `(method, target, requests seen before it)`.
