@@ -325,6 +325,19 @@ impl Pair {
             })
     }
 
+    /// Starts both nodes' daemons and waits (at most 20 s) until one leads: named by etcd's
+    /// leader key and deciding as the leader. Returns (leader, the other node).
+    fn elect(&mut self) -> (usize, usize) {
+        self.start_daemon(0);
+        self.start_daemon(1);
+        self.wait_for("a leader", 20, |p| {
+            p.leader()
+                .is_some_and(|i| p.decisions(i).iter().any(is_leader_line))
+        });
+        let leader = self.leader().unwrap();
+        (leader, 1 - leader)
+    }
+
     /// Waits (at most `secs`) until `cond` holds.
     fn wait_for(&self, what: &str, secs: u64, mut cond: impl FnMut(&Pair) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(secs);
@@ -438,15 +451,8 @@ fn killing_the_leader_hands_over_within_its_lease_ttl() {
     let Some(mut pair) = Pair::start(ttl, autoscale_section(2)) else {
         return;
     };
-    pair.start_daemon(0);
-    pair.start_daemon(1);
     // The leader, from etcd's leader key, and its first decision line.
-    pair.wait_for("a leader", 20, |p| {
-        p.leader()
-            .is_some_and(|i| p.decisions(i).iter().any(is_leader_line))
-    });
-    let leader = pair.leader().unwrap();
-    let other = 1 - leader;
+    let (leader, other) = pair.elect();
     // Killed outright (SIGKILL) as soon as it decides to fill the pool: its create may be
     // anywhere on its way (reserved, sent, recorded, booting).
     pair.wait_for("the leader's create decision", 20, |p| {
@@ -528,14 +534,7 @@ fn a_leader_killed_before_its_create_is_recorded_is_not_repeated() {
     let Some(mut pair) = Pair::start_with(ttl, autoscale_section(2), true) else {
         return;
     };
-    pair.start_daemon(0);
-    pair.start_daemon(1);
-    pair.wait_for("a leader", 20, |p| {
-        p.leader()
-            .is_some_and(|i| p.decisions(i).iter().any(is_leader_line))
-    });
-    let leader = pair.leader().unwrap();
-    let other = 1 - leader;
+    let (leader, other) = pair.elect();
     pair.wait_for("the leader's create carried out, unanswered", 20, |p| {
         p.live_droplets() == 3 && p.journal().creating.len() == 2
     });
