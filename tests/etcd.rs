@@ -462,6 +462,46 @@ async fn etcd_lock_is_freed_when_its_holder_stops_renewing() {
 }
 
 #[tokio::test]
+async fn etcd_lock_outlives_a_renewal_that_fails_once() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let upstream = etcd
+        .endpoint(0)
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let link = Forwarder::start(upstream);
+    let holder = client(vec![link.url()]);
+    let observer = client(etcd.endpoints());
+    // TTL 6 s: renewed every 2 s, each renewal given 2 s, and retried 0.5 s after one
+    // that failed.
+    let lock = holder
+        .lock("locks/blip", 6, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let taken = Instant::now();
+    // A 2.7 s outage from 1.5 s: the renewal due at 2 s times out at 4 s. Its retry comes
+    // after the outage and well before the lease (granted at 0) runs out at 6 s.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    link.cut();
+    tokio::time::sleep(Duration::from_millis(2700)).await;
+    link.restore();
+    // Past the lease's first 6 s: only a renewal after the outage can have kept it.
+    while taken.elapsed() < Duration::from_secs(7) {
+        assert!(!lock.is_lost(), "the lock was lost to a 2.7 s outage");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kv = observer
+        .get(lock.key())
+        .await
+        .unwrap()
+        .expect("the lock key lapsed: the failed renewal was not retried in time");
+    assert_eq!(kv.lease, lock.lease());
+    lock.unlock().await.unwrap();
+}
+
+#[tokio::test]
 async fn etcd_watch_delivers_in_order_from_a_revision_and_reports_compaction() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
@@ -1254,6 +1294,11 @@ impl Forwarder {
 
     fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
+    }
+
+    /// Ends a cut: new connections go through again.
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
     }
 }
 
