@@ -590,6 +590,22 @@ mod tests {
         // A renewal answered too late does not bring it back.
         assert!(!state.renewed(Instant::now() + Duration::from_secs(10)));
         assert!(state.is_lost());
+
+        // Nor does one that comes after the validity ran out with nobody asking meanwhile.
+        let unasked = LeaseState {
+            lost: AtomicBool::new(false),
+            valid_until: Mutex::new(Instant::now()),
+        };
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!unasked.renewed(Instant::now() + Duration::from_secs(10)));
+        assert!(unasked.is_lost());
+        // And a leadership given up (resigned) stays given up while still valid.
+        let resigned = LeaseState {
+            lost: AtomicBool::new(true),
+            valid_until: Mutex::new(Instant::now() + Duration::from_secs(10)),
+        };
+        assert!(!resigned.renewed(Instant::now() + Duration::from_secs(20)));
+        assert!(resigned.is_lost());
     }
 
     #[tokio::test]
