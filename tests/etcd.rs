@@ -1064,6 +1064,62 @@ fn etcd_store(endpoints: Vec<String>, prefix: &str) -> doproxy::store::Store {
     Store::new(&settings, std::path::Path::new("doproxy.yml")).unwrap()
 }
 
+#[tokio::test]
+async fn etcd_store_writes_stop_once_the_lock_is_lost() {
+    use doproxy::store::Guard;
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let store = etcd_store(etcd.endpoints(), "/fence/");
+    let other = client(etcd.endpoints());
+    assert!(store.init().await.unwrap());
+    let lease_of = |g: &Guard| match g {
+        Guard::Etcd(l) => l.lease(),
+        Guard::File(_) => unreachable!("an etcd store's lock"),
+    };
+
+    // The lock's lease is revoked (what expiry does) and the write comes before the holder
+    // could notice: the transaction's compare on the lock key refuses it.
+    let guard = store.lock().await.unwrap();
+    other.lease_revoke(lease_of(&guard)).await.unwrap();
+    let e = format!(
+        "{:#}",
+        store.update(|inv| inv.ids.push(5)).await.unwrap_err()
+    );
+    assert!(e.contains("lost the etcd lock /fence/lock/"), "{e}");
+    assert!(e.contains("nothing was written"), "{e}");
+    store.release(guard).await.unwrap();
+
+    // Once the renewal found the lease gone, nothing is even sent.
+    let guard = store.lock().await.unwrap();
+    other.lease_revoke(lease_of(&guard)).await.unwrap();
+    let Guard::Etcd(lock) = &guard else {
+        unreachable!()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !lock.is_lost() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        lock.is_lost(),
+        "the holder never noticed its lease was revoked"
+    );
+    let e = format!(
+        "{:#}",
+        store.update(|inv| inv.ids.push(6)).await.unwrap_err()
+    );
+    assert!(e.contains("the etcd lock's lease lapsed"), "{e}");
+    assert!(e.contains("nothing more is written"), "{e}");
+    store.release(guard).await.unwrap();
+
+    assert!(store.load().await.unwrap().ids.is_empty());
+    // With the lock held, writes go through.
+    let guard = store.lock().await.unwrap();
+    assert_eq!(store.update(|inv| inv.ids.push(7)).await.unwrap().ids, [7]);
+    store.release(guard).await.unwrap();
+    assert_eq!(store.load().await.unwrap().ids, [7]);
+}
+
 /// Waits (up to `within`) until `lead` reports its leadership lost; when it did.
 async fn wait_lost(lead: &doproxy::store::etcd::Leadership, within: Duration) -> Option<Instant> {
     let deadline = Instant::now() + within;
