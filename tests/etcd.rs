@@ -1183,6 +1183,13 @@ async fn etcd_leadership_is_exclusive_named_and_handed_over_on_resign() {
     );
     assert!(!lead.is_lost());
     assert!(lead.key().unwrap().ends_with("/lead/autoscale/leader"));
+    // What fences writes made as the leader: the leader key's create revision.
+    let kv = client(etcd.endpoints())
+        .get("/lead/autoscale/leader")
+        .await
+        .unwrap()
+        .expect("the leader key");
+    assert_eq!(lead.create_revision(), Some(kv.create_revision));
     assert_eq!(a.leader().await.unwrap().as_deref(), Some(holder));
     assert_eq!(b.leader().await.unwrap().as_deref(), Some(holder));
 
