@@ -6,7 +6,7 @@
 use crate::support::etcd::{post_json, EtcdCluster};
 use doproxy::store::etcd::{Client, Compacted, Compare, Op, Options, Watch, WatchEvent};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -1046,6 +1046,15 @@ fn etcd_store_updates_retry_a_lost_compare_and_swap_and_nothing_else() {
 
 /// A store on etcd at `endpoints` under `prefix`, as `doproxy` builds it.
 fn etcd_store(endpoints: Vec<String>, prefix: &str) -> doproxy::store::Store {
+    etcd_store_with(endpoints, prefix, TIMEOUT)
+}
+
+/// [`etcd_store`] with its own request timeout (a call gives up after twice that).
+fn etcd_store_with(
+    endpoints: Vec<String>,
+    prefix: &str,
+    timeout: Duration,
+) -> doproxy::store::Store {
     use doproxy::store::{Backend, Settings, Store};
     let settings = Settings {
         backend: Backend::Etcd(doproxy::store::etcd::Settings {
@@ -1054,7 +1063,7 @@ fn etcd_store(endpoints: Vec<String>, prefix: &str) -> doproxy::store::Store {
             username: None,
             password: None,
             lock_ttl: Duration::from_secs(3),
-            timeout: TIMEOUT,
+            timeout,
             ca_file: None,
             cert_file: None,
             key_file: None,
@@ -1317,6 +1326,8 @@ struct Forwarder {
     port: u16,
     cut: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    /// Lease renewals sent through it (`POST /v3/lease/keepalive`).
+    keepalives: Arc<AtomicUsize>,
 }
 
 impl Forwarder {
@@ -1326,7 +1337,8 @@ impl Forwarder {
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, s) = (cut.clone(), stop.clone());
+        let keepalives = Arc::new(AtomicUsize::new(0));
+        let (c, s, k) = (cut.clone(), stop.clone(), keepalives.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -1335,12 +1347,13 @@ impl Forwarder {
                         let Ok(up) = std::net::TcpStream::connect(upstream) else {
                             continue;
                         };
-                        for (from, to) in [
-                            (down.try_clone().unwrap(), up.try_clone().unwrap()),
-                            (up, down),
+                        for (from, to, count) in [
+                            (down.try_clone().unwrap(), up.try_clone().unwrap(), Some(&k)),
+                            (up, down, None),
                         ] {
                             let c = c.clone();
-                            std::thread::spawn(move || pump(from, to, &c));
+                            let count = count.cloned();
+                            std::thread::spawn(move || pump(from, to, &c, count.as_deref()));
                         }
                     }
                     Ok((down, _)) => drop(down),
@@ -1348,7 +1361,12 @@ impl Forwarder {
                 }
             }
         });
-        Forwarder { port, cut, stop }
+        Forwarder {
+            port,
+            cut,
+            stop,
+            keepalives,
+        }
     }
 
     fn url(&self) -> String {
@@ -1372,8 +1390,14 @@ impl Drop for Forwarder {
     }
 }
 
-/// Copies `from` to `to` until either closes or `cut` is set (then closes both).
-fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, cut: &AtomicBool) {
+/// Copies `from` to `to` until either closes or `cut` is set (then closes both), counting
+/// the lease renewals in what it copies into `keepalives`.
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    cut: &AtomicBool,
+    keepalives: Option<&AtomicUsize>,
+) {
     use std::io::{Read, Write};
     from.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
@@ -1382,6 +1406,11 @@ fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, cut: &Atomic
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
+                if let Some(k) = keepalives {
+                    let needle = b"POST /v3/lease/keepalive ";
+                    let seen = buf[..n].windows(needle.len()).filter(|w| w == needle);
+                    k.fetch_add(seen.count(), Ordering::SeqCst);
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
@@ -1447,6 +1476,81 @@ async fn etcd_a_leader_cut_off_from_etcd_knows_it_lost_before_another_leads() {
     assert_eq!(b.leader().await.unwrap().as_deref(), Some("lb-b"));
     drop(lead);
     next.resign().await.unwrap();
+}
+
+#[tokio::test]
+async fn etcd_leadership_outlives_a_renewal_that_fails_once() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let upstream = etcd
+        .endpoint(0)
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let link = Forwarder::start(upstream);
+    // Requests time out after 0.5 s, so a call gives up after 1 s.
+    let a = etcd_store_with(vec![link.url()], "/blip/", Duration::from_millis(500));
+    // TTL 6 s: renewed every 2 s, and retried 0.5 s after a renewal that failed.
+    let lead = a
+        .try_lead("lb-a", Duration::from_secs(6), Duration::from_millis(500))
+        .await
+        .unwrap()
+        .expect("nobody else leads");
+    let taken = Instant::now();
+    // A 2.5 s outage from 1.5 s: the renewal due at 2 s fails by about 3 s, and its retry
+    // gets through once the outage is over, well before the lease runs out at 6 s.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    link.cut();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    link.restore();
+    while taken.elapsed() < Duration::from_secs(7) {
+        assert!(
+            !lead.is_lost(),
+            "the leadership was lost to a 2.5 s outage after {:?}",
+            taken.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(a.leader().await.unwrap().as_deref(), Some("lb-a"));
+    lead.resign().await.unwrap();
+}
+
+#[tokio::test]
+async fn etcd_lock_and_leadership_are_renewed_every_third_of_their_ttl_not_more() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let upstream: std::net::SocketAddr = etcd
+        .endpoint(0)
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let (lock_link, lead_link) = (Forwarder::start(upstream), Forwarder::start(upstream));
+    let lock = client(vec![lock_link.url()])
+        .lock("locks/pace", 3, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let store = etcd_store(vec![lead_link.url()], "/pace/");
+    let lead = store
+        .try_lead("lb-a", Duration::from_secs(3), Duration::from_millis(500))
+        .await
+        .unwrap()
+        .expect("nobody else leads");
+    // TTL 3 s: a renewal every second, so 3 in 3.3 s (a busy machine's late timer may
+    // make it 2; a failed renewal retried adds one).
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    let renewals = [
+        lock_link.keepalives.load(Ordering::SeqCst),
+        lead_link.keepalives.load(Ordering::SeqCst),
+    ];
+    eprintln!("etcd: renewals in 3.3 s at ttl 3 s (lock, leadership): {renewals:?}");
+    for (what, n) in ["lock", "leadership"].into_iter().zip(renewals) {
+        assert!((2..=5).contains(&n), "{what}: {n} renewals in 3.3 s");
+    }
+    assert!(!lock.is_lost() && !lead.is_lost());
+    lock.unlock().await.unwrap();
+    lead.resign().await.unwrap();
 }
 
 #[tokio::test]
