@@ -1122,11 +1122,24 @@ async fn etcd_store_writes_stop_once_the_lock_is_lost() {
     store.release(guard).await.unwrap();
 
     assert!(store.load().await.unwrap().ids.is_empty());
-    // With the lock held, writes go through.
+    // With the lock held, writes go through, and a compare-and-swap lost to a writer that
+    // ignores the lock is done again (the lock is still ours: not "lost").
     let guard = store.lock().await.unwrap();
     assert_eq!(store.update(|inv| inv.ids.push(7)).await.unwrap().ids, [7]);
+    let mut calls = 0;
+    let inv = store
+        .update(|inv| {
+            calls += 1;
+            if calls == 1 {
+                put_elsewhere(&etcd.endpoint(0), "/fence/inventory", "7\n99\n");
+            }
+            inv.ids.push(8);
+        })
+        .await
+        .unwrap();
+    assert_eq!((calls, inv.ids), (2, vec![7, 99, 8]));
     store.release(guard).await.unwrap();
-    assert_eq!(store.load().await.unwrap().ids, [7]);
+    assert_eq!(store.load().await.unwrap().ids, [7, 99, 8]);
 }
 
 /// Waits (up to `within`) until `lead` reports its leadership lost; when it did.
@@ -1199,6 +1212,15 @@ async fn etcd_leadership_is_exclusive_named_and_handed_over_on_resign() {
         .unwrap()
         .expect("the leader key");
     assert_eq!(lead.create_revision(), Some(kv.create_revision));
+    // The node that lost the race gave back any lease it was granted on the way.
+    let (code, body) = post_json(&etcd, 0, "/v3/lease/leases", "{}").expect("etcd answers");
+    assert_eq!(code, 200, "{body}");
+    let leases: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = leases["leases"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|l| l["ID"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, [kv.lease.to_string()], "leases left: {body}");
     assert_eq!(a.leader().await.unwrap().as_deref(), Some(holder));
     assert_eq!(b.leader().await.unwrap().as_deref(), Some(holder));
 
@@ -1326,8 +1348,27 @@ struct Forwarder {
     port: u16,
     cut: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
-    /// Lease renewals sent through it (`POST /v3/lease/keepalive`).
-    keepalives: Arc<AtomicUsize>,
+    /// The requests sent through it, of two kinds.
+    sent: Arc<Sent>,
+}
+
+/// Requests a [`Forwarder`] passed on: lease renewals and key reads.
+#[derive(Default)]
+struct Sent {
+    keepalives: AtomicUsize,
+    ranges: AtomicUsize,
+}
+
+impl Sent {
+    fn count(&self, data: &[u8]) {
+        for (needle, n) in [
+            (&b"POST /v3/lease/keepalive "[..], &self.keepalives),
+            (&b"POST /v3/kv/range "[..], &self.ranges),
+        ] {
+            let seen = data.windows(needle.len()).filter(|w| *w == needle).count();
+            n.fetch_add(seen, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Forwarder {
@@ -1337,8 +1378,8 @@ impl Forwarder {
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let keepalives = Arc::new(AtomicUsize::new(0));
-        let (c, s, k) = (cut.clone(), stop.clone(), keepalives.clone());
+        let sent = Arc::new(Sent::default());
+        let (c, s, k) = (cut.clone(), stop.clone(), sent.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -1365,7 +1406,7 @@ impl Forwarder {
             port,
             cut,
             stop,
-            keepalives,
+            sent,
         }
     }
 
@@ -1391,12 +1432,12 @@ impl Drop for Forwarder {
 }
 
 /// Copies `from` to `to` until either closes or `cut` is set (then closes both), counting
-/// the lease renewals in what it copies into `keepalives`.
+/// the requests in what it copies into `sent`.
 fn pump(
     mut from: std::net::TcpStream,
     mut to: std::net::TcpStream,
     cut: &AtomicBool,
-    keepalives: Option<&AtomicUsize>,
+    sent: Option<&Sent>,
 ) {
     use std::io::{Read, Write};
     from.set_read_timeout(Some(Duration::from_millis(20)))
@@ -1406,10 +1447,8 @@ fn pump(
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if let Some(k) = keepalives {
-                    let needle = b"POST /v3/lease/keepalive ";
-                    let seen = buf[..n].windows(needle.len()).filter(|w| w == needle);
-                    k.fetch_add(seen.count(), Ordering::SeqCst);
+                if let Some(sent) = sent {
+                    sent.count(&buf[..n]);
                 }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
@@ -1517,6 +1556,41 @@ async fn etcd_leadership_outlives_a_renewal_that_fails_once() {
 }
 
 #[tokio::test]
+async fn etcd_a_follower_waits_for_the_leader_key_on_a_watch_not_by_polling() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let upstream = etcd
+        .endpoint(0)
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let link = Forwarder::start(upstream);
+    let a = etcd_store(etcd.endpoints(), "/wait/");
+    let b = etcd_store(vec![link.url()], "/wait/");
+    let lead = a
+        .try_lead("lb-a", Duration::from_secs(10), Duration::from_millis(500))
+        .await
+        .unwrap()
+        .expect("nobody else leads");
+    let t = Instant::now();
+    let refused = b
+        .try_lead("lb-b", Duration::from_secs(10), Duration::from_millis(1500))
+        .await
+        .unwrap();
+    let waited = t.elapsed();
+    assert!(refused.is_none(), "two leaders");
+    // It read the key, watched it for the whole wait, and read it again.
+    let ranges = link.sent.ranges.load(Ordering::SeqCst);
+    eprintln!(
+        "etcd: a follower's 1.5 s wait for the leader key took {waited:?} and {ranges} reads"
+    );
+    assert!(waited >= Duration::from_millis(1400), "{waited:?}");
+    assert!((1..=3).contains(&ranges), "{ranges} reads in a 1.5 s wait");
+    lead.resign().await.unwrap();
+}
+
+#[tokio::test]
 async fn etcd_lock_and_leadership_are_renewed_every_third_of_their_ttl_not_more() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
@@ -1541,8 +1615,8 @@ async fn etcd_lock_and_leadership_are_renewed_every_third_of_their_ttl_not_more(
     // make it 2; a failed renewal retried adds one).
     tokio::time::sleep(Duration::from_millis(3300)).await;
     let renewals = [
-        lock_link.keepalives.load(Ordering::SeqCst),
-        lead_link.keepalives.load(Ordering::SeqCst),
+        lock_link.sent.keepalives.load(Ordering::SeqCst),
+        lead_link.sent.keepalives.load(Ordering::SeqCst),
     ];
     eprintln!("etcd: renewals in 3.3 s at ttl 3 s (lock, leadership): {renewals:?}");
     for (what, n) in ["lock", "leadership"].into_iter().zip(renewals) {
@@ -1619,4 +1693,33 @@ async fn etcd_published_signals_list_live_nodes_and_drop_the_dead() {
         .unwrap();
     assert_eq!(kv.lease, lease_a, "one lease per process, renewed");
     assert!(kv.version > 2, "{kv:?}");
+
+    // A new TTL gets a lease of that TTL (and the old lease goes at once).
+    a.publish_signals("lb-a", r#"{"rps":0}"#, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let kv = raw
+        .get("/sig/autoscale/signals/lb-a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(kv.lease, lease_a, "a new TTL on the old lease");
+    let ttl_of = |lease: i64| {
+        let (code, body) = post_json(
+            &etcd,
+            0,
+            "/v3/lease/timetolive",
+            &format!(r#"{{"ID":"{lease}"}}"#),
+        )
+        .expect("etcd answers");
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["TTL"].as_str().map_or(-1, |t| t.parse::<i64>().unwrap())
+    };
+    let new_ttl = ttl_of(kv.lease);
+    assert!(
+        (20..=30).contains(&new_ttl),
+        "the new lease's TTL: {new_ttl}"
+    );
+    assert_eq!(ttl_of(lease_a), -1, "the old lease was not revoked");
 }
