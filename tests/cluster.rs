@@ -511,18 +511,23 @@ fn served_if_answered(sock: &std::path::Path) -> Option<Vec<String>> {
 
 /// Two nodes, each with its HAProxy and its `reload --watch`, serving `n` droplets.
 fn two_watching_nodes(n: usize) -> Option<(TestEnv, EtcdCluster, Procs)> {
+    two_watching_nodes_with(n, "100ms")
+}
+
+/// [`two_watching_nodes`] with node A's watcher waiting `debounce_a` for changes to settle
+/// before it reloads (node B's waits 100 ms).
+fn two_watching_nodes_with(n: usize, debounce_a: &str) -> Option<(TestEnv, EtcdCluster, Procs)> {
     if !haproxy_available() {
         return None;
     }
     let etcd = start_single()?;
     let env = TestEnv::with_haproxy();
-    let a = etcd_config(&env, &etcd);
+    let mut a = etcd_config(&env, &etcd);
+    let b = node_b_config(&env, &a, free_port());
+    a.watch_debounce = Some(debounce_a.into());
     env.write_config(&a);
     env.run(&["inventory", "init"]).ok();
-    env.write(
-        "node-b.yml",
-        &node_b_config(&env, &a, free_port()).to_yaml(),
-    );
+    env.write("node-b.yml", &b.to_yaml());
     std::fs::create_dir_all(env.path("etc-b")).unwrap();
     let mut procs = Procs {
         children: Vec::new(),
@@ -601,7 +606,9 @@ fn a_deleted_etcd_key_empties_no_load_balancer() {
 
 #[test]
 fn no_node_routes_to_a_droplet_when_it_is_destroyed() {
-    let Some((env, _etcd, _procs)) = two_watching_nodes(3) else {
+    // Node A's watcher is slow to follow (it lets changes settle for 1.5 s): only the
+    // delete's waiting for its acknowledgement keeps the DELETE from coming first.
+    let Some((env, _etcd, _procs)) = two_watching_nodes_with(3, "1500ms") else {
         return;
     };
     let victim = export(&env, "doproxy.yml")[1];
