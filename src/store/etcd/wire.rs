@@ -247,6 +247,10 @@ const NOT_APPLIED_MESSAGES: &[&str] = &[
     "raft proposal dropped",
 ];
 
+/// Server messages refusing a request that repeating cannot change, whatever the status
+/// (the gateway answers a request over gRPC's message limit with a 429).
+const REJECTED_MESSAGES: &[&str] = &["received message larger than max"];
+
 /// Server messages meaning "get a new auth token".
 pub(super) const AUTH_MESSAGES: &[&str] = &["invalid auth token", "user name is empty"];
 
@@ -256,6 +260,8 @@ pub(super) fn classify_status(status: u16, msg: &str) -> CallError {
         CallError::Auth(msg.to_string())
     } else if NOT_APPLIED_MESSAGES.iter().any(|m| msg.contains(m)) {
         CallError::NotApplied(msg.to_string())
+    } else if REJECTED_MESSAGES.iter().any(|m| msg.contains(m)) {
+        CallError::Rejected(msg.to_string())
     } else if status >= 500 || status == 429 || status == 408 {
         CallError::Unknown(msg.to_string())
     } else {
@@ -411,6 +417,18 @@ mod tests {
                 CallError::Unknown(_)
             ));
         }
+        // Except a request too big to take: that is final (not applied, and never will be).
+        assert!(matches!(
+            classify_status(
+                429,
+                "grpc: received message larger than max (2097207 vs. 2097152) (HTTP 429)"
+            ),
+            CallError::Rejected(_)
+        ));
+        assert!(matches!(
+            classify_status(429, "etcdserver: too many requests (HTTP 429)"),
+            CallError::NotApplied(_)
+        ));
     }
 
     #[test]
