@@ -1140,6 +1140,15 @@ async fn etcd_store_writes_stop_once_the_lock_is_lost() {
     assert_eq!((calls, inv.ids), (2, vec![7, 99, 8]));
     store.release(guard).await.unwrap();
     assert_eq!(store.load().await.unwrap().ids, [7, 99, 8]);
+    // Released, the lock fences nothing more: a write without it goes through.
+    assert_eq!(
+        store
+            .update(|inv| inv.ids.retain(|&id| id != 99))
+            .await
+            .unwrap()
+            .ids,
+        [7, 8]
+    );
 }
 
 /// Waits (up to `within`) until `lead` reports its leadership lost; when it did.
@@ -1352,15 +1361,21 @@ struct Forwarder {
     sent: Arc<Sent>,
 }
 
-/// Requests a [`Forwarder`] passed on: lease renewals and key reads.
+/// Requests a [`Forwarder`] passed on: lease renewals and key reads; and whether it holds
+/// key writes back for a while (to open a window between a renewal and a put).
 #[derive(Default)]
 struct Sent {
     keepalives: AtomicUsize,
     ranges: AtomicUsize,
+    hold_puts: AtomicBool,
 }
 
 impl Sent {
     fn count(&self, data: &[u8]) {
+        let put = b"POST /v3/kv/put ";
+        if self.hold_puts.load(Ordering::SeqCst) && data.windows(put.len()).any(|w| w == put) {
+            std::thread::sleep(Duration::from_millis(400));
+        }
         for (needle, n) in [
             (&b"POST /v3/lease/keepalive "[..], &self.keepalives),
             (&b"POST /v3/kv/range "[..], &self.ranges),
@@ -1625,6 +1640,59 @@ async fn etcd_lock_and_leadership_are_renewed_every_third_of_their_ttl_not_more(
     assert!(!lock.is_lost() && !lead.is_lost());
     lock.unlock().await.unwrap();
     lead.resign().await.unwrap();
+}
+
+#[tokio::test]
+async fn etcd_signals_survive_their_lease_lapsing_between_renewal_and_put() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let upstream = etcd
+        .endpoint(0)
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let link = Forwarder::start(upstream);
+    let a = etcd_store(vec![link.url()], "/race/");
+    let raw = client(etcd.endpoints());
+    let key = "/race/autoscale/signals/lb-a";
+    let ttl = Duration::from_secs(30);
+    a.publish_signals("lb-a", r#"{"rps":1}"#, ttl)
+        .await
+        .unwrap();
+    let first = raw.get(key).await.unwrap().unwrap().lease;
+    // The renewal finds the lease alive; the put is held back, and meanwhile the lease goes.
+    link.sent.hold_puts.store(true, Ordering::SeqCst);
+    let (published, ()) = tokio::join!(a.publish_signals("lb-a", r#"{"rps":2}"#, ttl), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        raw.lease_revoke(first).await.unwrap();
+    });
+    link.sent.hold_puts.store(false, Ordering::SeqCst);
+    published.unwrap();
+    let kv = raw
+        .get(key)
+        .await
+        .unwrap()
+        .expect("the signals were published");
+    assert_eq!(kv.value, r#"{"rps":2}"#);
+    assert_ne!(kv.lease, first);
+
+    // A put refused for another reason (over gRPC's 2 MiB message limit) fails at once
+    // with that reason: not retried, not a lease that "keeps expiring".
+    let huge = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2 << 20));
+    let t = Instant::now();
+    let e = format!(
+        "{:#}",
+        a.publish_signals("lb-a", &huge, ttl).await.unwrap_err()
+    );
+    assert!(e.contains("larger than max"), "{e}");
+    assert!(!e.contains("keeps expiring"), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "{:?}: {e}",
+        t.elapsed()
+    );
+    assert_eq!(raw.get(key).await.unwrap().unwrap().value, r#"{"rps":2}"#);
 }
 
 #[tokio::test]
