@@ -523,6 +523,8 @@ fn two_watching_nodes_with(n: usize, debounce_a: &str) -> Option<(TestEnv, EtcdC
     let etcd = start_single()?;
     let env = TestEnv::with_haproxy();
     let mut a = etcd_config(&env, &etcd);
+    // Deletes (run as node B) wait up to this for every node's acknowledgement.
+    a.reload_verify_timeout = Some("15s".into());
     let b = node_b_config(&env, &a, free_port());
     a.watch_debounce = Some(debounce_a.into());
     env.write_config(&a);
@@ -647,11 +649,17 @@ fn no_node_routes_to_a_droplet_when_it_is_destroyed() {
             samples
         })
     };
+    let t = Instant::now();
     let r = env
         .run(&["-c", "node-b.yml", "delete", "--id", &victim.to_string()])
         .ok();
+    let took = t.elapsed();
     assert!(r.stdout.contains(&format!("Success: {victim} deleted")));
     assert!(!r.stderr.contains("did not confirm"), "{}", r.stderr);
+    // It went on once both nodes had acknowledged (node A after its 1.5 s), not at the
+    // acknowledgement deadline (`reload_verify_timeout`, 15 s).
+    eprintln!("cluster: the delete took {took:?}");
+    assert!(took < Duration::from_secs(10), "the delete took {took:?}");
     // Keep sampling a little: once gone from both nodes, the server must stay gone.
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -1151,6 +1151,41 @@ async fn etcd_store_writes_stop_once_the_lock_is_lost() {
     );
 }
 
+#[tokio::test]
+async fn etcd_wait_acks_names_each_node_that_has_not_acknowledged_its_own() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let store = etcd_store(etcd.endpoints(), "/acks/");
+    let raw = client(etcd.endpoints());
+    for node in ["lb-a", "lb-b", "lb-c"] {
+        raw.put(&format!("/acks/nodes/{node}"), node, None)
+            .await
+            .unwrap();
+    }
+    // lb-b acknowledged droplet 5, lb-c only droplet 6: lb-b's acknowledgement is not lb-a's.
+    raw.put("/acks/acks/lb-b", "[4,5]", None).await.unwrap();
+    raw.put("/acks/acks/lb-c", "[6]", None).await.unwrap();
+    let t = Instant::now();
+    let silent = store
+        .wait_acks(5, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(silent, ["lb-a", "lb-c"]);
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    // Once every node has, the wait ends at once, not at its deadline.
+    raw.put("/acks/acks/lb-a", "[5]", None).await.unwrap();
+    raw.put("/acks/acks/lb-c", "[6,5]", None).await.unwrap();
+    let t = Instant::now();
+    let silent = store.wait_acks(5, Duration::from_secs(10)).await.unwrap();
+    assert!(silent.is_empty(), "{silent:?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
 /// Waits (up to `within`) until `lead` reports its leadership lost; when it did.
 async fn wait_lost(lead: &doproxy::store::etcd::Leadership, within: Duration) -> Option<Instant> {
     let deadline = Instant::now() + within;
