@@ -1186,6 +1186,102 @@ async fn etcd_wait_acks_names_each_node_that_has_not_acknowledged_its_own() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
 
+#[tokio::test]
+async fn etcd_store_changes_are_the_inventorys_and_survive_a_compaction() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let store = etcd_store(etcd.endpoints(), "/chg/");
+    let raw = client(etcd.endpoints());
+    assert!(store.init().await.unwrap());
+    let quiet = Duration::from_millis(400);
+    let mut changes = store.watch(Duration::from_millis(50)).await.unwrap();
+
+    // Nothing changed: no notice (the stream waits).
+    assert!(tokio::time::timeout(quiet, changes.next()).await.is_err());
+    // Other keys under the prefix (a node's acknowledgement, the lock) are not changes.
+    raw.put("/chg/acks/lb-a", "[1]", None).await.unwrap();
+    raw.put("/chg/lock/x", "", None).await.unwrap();
+    assert!(
+        tokio::time::timeout(quiet, changes.next()).await.is_err(),
+        "an acknowledgement counted as an inventory change"
+    );
+    // The inventory and the journal are.
+    store.update(|inv| inv.ids.push(1)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(3), changes.next())
+        .await
+        .expect("no notice of an inventory change")
+        .unwrap();
+    raw.put("/chg/journal", r#"{"leaving":[1]}"#, None)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(3), changes.next())
+        .await
+        .expect("no notice of a journal change")
+        .unwrap();
+
+    // History compacted past where the stream stands: one notice (re-read everything),
+    // then it follows changes again from now on.
+    let mut behind = store.watch(Duration::from_millis(50)).await.unwrap();
+    store.update(|inv| inv.ids.push(2)).await.unwrap();
+    raw.put("/chg/acks/lb-a", "[2]", None).await.unwrap();
+    let (_, now) = raw.range_prefix("/chg/").await.unwrap();
+    let (code, body) = post_json(
+        &etcd,
+        0,
+        "/v3/kv/compaction",
+        &format!(r#"{{"revision":"{now}","physical":true}}"#),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    tokio::time::timeout(Duration::from_secs(3), behind.next())
+        .await
+        .expect("no notice after the compaction")
+        .expect("a compaction is a notice to re-read, not an error");
+    assert!(
+        tokio::time::timeout(quiet, behind.next()).await.is_err(),
+        "notices with nothing changed after the compaction"
+    );
+    store.update(|inv| inv.ids.push(3)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(3), behind.next())
+        .await
+        .expect("no notice of a change after the compaction")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn etcd_a_dropped_presence_lapses_with_its_lease() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    // lock_ttl 3 s: the presence's lease.
+    let store = etcd_store(etcd.endpoints(), "/pres/");
+    let raw = client(etcd.endpoints());
+    let presence = store
+        .announce("lb-x")
+        .await
+        .unwrap()
+        .expect("etcd announces");
+    // Kept alive past its TTL while held.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(raw.get("/pres/nodes/lb-x").await.unwrap().is_some());
+    let dropped = Instant::now();
+    drop(presence);
+    let deadline = dropped + Duration::from_secs(8);
+    while raw.get("/pres/nodes/lb-x").await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "a dropped presence is still announced after {:?}",
+            dropped.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "etcd: a dropped presence (ttl 3 s) lapsed after {:?}",
+        dropped.elapsed()
+    );
+}
+
 /// Waits (up to `within`) until `lead` reports its leadership lost; when it did.
 async fn wait_lost(lead: &doproxy::store::etcd::Leadership, within: Duration) -> Option<Instant> {
     let deadline = Instant::now() + within;
