@@ -502,6 +502,70 @@ async fn etcd_lock_outlives_a_renewal_that_fails_once() {
 }
 
 #[tokio::test]
+async fn etcd_calls_ride_out_an_outage_shorter_than_twice_the_timeout() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let upstream = etcd
+        .endpoint(0)
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let link = Forwarder::start(upstream);
+    // Request timeout 2 s: a call keeps trying for 4 s.
+    let c = client(vec![link.url()]);
+    c.put("out/k", "v", None).await.unwrap();
+    link.cut();
+    let t = Instant::now();
+    let (got, ()) = tokio::join!(c.get("out/k"), async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        link.restore();
+    });
+    let took = t.elapsed();
+    let kv = got.expect("a read during a 1.5 s outage failed");
+    assert_eq!(kv.map(|kv| kv.value).as_deref(), Some("v"));
+    assert!(took >= Duration::from_millis(1400), "{took:?}");
+    // A longer outage ends the call after about 4 s, naming the endpoint.
+    link.cut();
+    let t = Instant::now();
+    let e = format!("{:#}", c.get("out/k").await.unwrap_err());
+    let took = t.elapsed();
+    assert!(e.contains("no endpoint answered"), "{e}");
+    assert!(e.contains(&link.url()), "{e}");
+    assert!(
+        took >= Duration::from_millis(3900) && took < Duration::from_secs(7),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn etcd_calls_stay_with_the_endpoint_that_answered() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let upstream: std::net::SocketAddr = etcd
+        .endpoint(0)
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    // Two ways to the same member; the first is down.
+    let (down, up) = (Forwarder::start(upstream), Forwarder::start(upstream));
+    down.cut();
+    let c = client(vec![down.url(), up.url()]);
+    for i in 0..6 {
+        c.put(&format!("stay/{i}"), "v", None).await.unwrap();
+    }
+    // The first call tried the dead endpoint and failed over; the others went straight to
+    // the one that answered.
+    let tried = down.sent.connections.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&tried),
+        "{tried} connections to the dead endpoint"
+    );
+    assert_eq!(c.range_prefix("stay/").await.unwrap().0.len(), 6);
+}
+
+#[tokio::test]
 async fn etcd_watch_delivers_in_order_from_a_revision_and_reports_compaction() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
@@ -1223,8 +1287,10 @@ async fn etcd_store_changes_are_the_inventorys_and_survive_a_compaction() {
     // History compacted past where the stream stands: one notice (re-read everything),
     // then it follows changes again from now on.
     let mut behind = store.watch(Duration::from_millis(50)).await.unwrap();
-    store.update(|inv| inv.ids.push(2)).await.unwrap();
+    // (The inventory write last: the stream that starts over after the compaction must
+    // start after it, or it would report it again.)
     raw.put("/chg/acks/lb-a", "[2]", None).await.unwrap();
+    store.update(|inv| inv.ids.push(2)).await.unwrap();
     let (_, now) = raw.range_prefix("/chg/").await.unwrap();
     let (code, body) = post_json(
         &etcd,
@@ -1499,6 +1565,8 @@ struct Sent {
     keepalives: AtomicUsize,
     ranges: AtomicUsize,
     hold_puts: AtomicBool,
+    /// Connections accepted, the ones closed at once during a cut included.
+    connections: AtomicUsize,
 }
 
 impl Sent {
@@ -1528,7 +1596,11 @@ impl Forwarder {
         let (c, s, k) = (cut.clone(), stop.clone(), sent.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
-                match listener.accept() {
+                let accepted = listener.accept();
+                if accepted.is_ok() {
+                    k.connections.fetch_add(1, Ordering::SeqCst);
+                }
+                match accepted {
                     Ok((down, _)) if !c.load(Ordering::SeqCst) => {
                         down.set_nonblocking(false).unwrap();
                         let Ok(up) = std::net::TcpStream::connect(upstream) else {
