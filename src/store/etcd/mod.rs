@@ -456,6 +456,11 @@ mod tests {
         let dbg = format!("{c:?} {:?}", opts(&["http://a:1"]));
         assert!(!dbg.contains("hunter2"), "{dbg}");
         assert!(dbg.contains("root"), "{dbg}");
+        // The client's own: where it goes and as whom, never with what password.
+        let dbg = format!("{c:?}");
+        assert!(dbg.contains("https://etcd.example:2379"), "{dbg}");
+        assert!(dbg.contains("\"root\""), "{dbg}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
         let msg = c.clean("bad\nthing hunter2-secret", "http://x:1");
         assert_eq!(msg, "http://x:1: bad thing <redacted>");
         for bad in [
