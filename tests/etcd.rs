@@ -574,6 +574,79 @@ async fn etcd_calls_stay_with_the_endpoint_that_answered() {
 }
 
 #[tokio::test]
+async fn etcd_a_transaction_whose_answer_is_lost_is_not_sent_again() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let upstream = etcd
+        .endpoint(0)
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let link = Forwarder::start(upstream);
+    let c = client(vec![link.url()]);
+    let raw = client(etcd.endpoints());
+    link.sent.lose_txn_answers.store(true, Ordering::SeqCst);
+    let e = c
+        .txn(
+            vec![Compare::CreateRevision("lost/k".into(), 0)],
+            vec![put_op("lost/k", "once")],
+            vec![],
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("outcome unknown"), "{e}");
+    assert_eq!(link.sent.txns.load(Ordering::SeqCst), 1, "sent again: {e}");
+    // It was applied: only a re-read can tell, which is the caller's to do.
+    let kv = raw
+        .get("lost/k")
+        .await
+        .unwrap()
+        .expect("the transaction was applied");
+    assert_eq!((kv.value.as_str(), kv.version), ("once", 1));
+}
+
+#[tokio::test]
+async fn etcd_a_range_read_in_pages_is_one_snapshot() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let upstream = etcd
+        .endpoint(0)
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let link = Forwarder::start(upstream);
+    let raw = client(etcd.endpoints());
+    // 505 keys: a page of 500 and one of 5.
+    for i in 0..505 {
+        raw.put(&format!("pg/k{i:03}"), "v", None).await.unwrap();
+    }
+    let c = client(vec![link.url()]);
+    link.sent.hold_later_ranges.store(true, Ordering::SeqCst);
+    // While the second page is held back, the last key goes and a new one comes.
+    let (read, ()) = tokio::join!(c.range_prefix("pg/"), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        raw.delete("pg/k504").await.unwrap();
+        raw.put("pg/k505", "v", None).await.unwrap();
+    });
+    let (kvs, revision) = read.unwrap();
+    assert!(
+        link.sent.ranges.load(Ordering::SeqCst) >= 2,
+        "not read in pages"
+    );
+    let keys: Vec<&str> = kvs.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys.len(), 505);
+    assert_eq!(
+        keys.last(),
+        Some(&"pg/k504"),
+        "a page read after the first one's revision"
+    );
+    assert!(kvs.iter().all(|kv| kv.mod_revision <= revision));
+}
+
+#[tokio::test]
 async fn etcd_watch_delivers_in_order_from_a_revision_and_reports_compaction() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
@@ -1566,22 +1639,43 @@ struct Forwarder {
     sent: Arc<Sent>,
 }
 
-/// Requests a [`Forwarder`] passed on: lease renewals and key reads; and whether it holds
-/// key writes back for a while (to open a window between a renewal and a put).
+/// Requests a [`Forwarder`] passed on (lease renewals, key reads, transactions), and the
+/// faults it is told to make: hold key writes back for a while (a window between a renewal
+/// and a put), hold every read after the next one (a window between two pages), or pass
+/// transactions on and lose their answers.
 #[derive(Default)]
 struct Sent {
     keepalives: AtomicUsize,
     ranges: AtomicUsize,
+    txns: AtomicUsize,
     hold_puts: AtomicBool,
+    hold_later_ranges: AtomicBool,
+    first_range_passed: AtomicBool,
+    lose_txn_answers: AtomicBool,
     /// Connections accepted, the ones closed at once during a cut included.
     connections: AtomicUsize,
 }
 
+fn has(data: &[u8], needle: &[u8]) -> bool {
+    data.windows(needle.len()).any(|w| w == needle)
+}
+
 impl Sent {
-    fn count(&self, data: &[u8]) {
-        let put = b"POST /v3/kv/put ";
-        if self.hold_puts.load(Ordering::SeqCst) && data.windows(put.len()).any(|w| w == put) {
+    /// Counts the requests in `data` and makes the faults asked for; true when the answer
+    /// to `data` is to be lost.
+    fn count(&self, data: &[u8]) -> bool {
+        if self.hold_puts.load(Ordering::SeqCst) && has(data, b"POST /v3/kv/put ") {
             std::thread::sleep(Duration::from_millis(400));
+        }
+        if self.hold_later_ranges.load(Ordering::SeqCst)
+            && has(data, b"POST /v3/kv/range ")
+            && self.first_range_passed.swap(true, Ordering::SeqCst)
+        {
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        let txn = has(data, b"POST /v3/kv/txn ");
+        if txn {
+            self.txns.fetch_add(1, Ordering::SeqCst);
         }
         for (needle, n) in [
             (&b"POST /v3/lease/keepalive "[..], &self.keepalives),
@@ -1590,6 +1684,7 @@ impl Sent {
             let seen = data.windows(needle.len()).filter(|w| *w == needle).count();
             n.fetch_add(seen, Ordering::SeqCst);
         }
+        txn && self.lose_txn_answers.load(Ordering::SeqCst)
     }
 }
 
@@ -1614,13 +1709,15 @@ impl Forwarder {
                         let Ok(up) = std::net::TcpStream::connect(upstream) else {
                             continue;
                         };
+                        // Set when an answer on this connection is to be lost.
+                        let mute = Arc::new(AtomicBool::new(false));
                         for (from, to, count) in [
                             (down.try_clone().unwrap(), up.try_clone().unwrap(), Some(&k)),
                             (up, down, None),
                         ] {
-                            let c = c.clone();
+                            let (c, mute) = (c.clone(), mute.clone());
                             let count = count.cloned();
-                            std::thread::spawn(move || pump(from, to, &c, count.as_deref()));
+                            std::thread::spawn(move || pump(from, to, &c, count.as_deref(), &mute));
                         }
                     }
                     Ok((down, _)) => drop(down),
@@ -1658,12 +1755,15 @@ impl Drop for Forwarder {
 }
 
 /// Copies `from` to `to` until either closes or `cut` is set (then closes both), counting
-/// the requests in what it copies into `sent`.
+/// the requests in what it copies into `sent` (the client's side). A request whose answer
+/// is to be lost sets `mute`: it is passed on, the answer's side drops what comes back, and
+/// the connection is closed.
 fn pump(
     mut from: std::net::TcpStream,
     mut to: std::net::TcpStream,
     cut: &AtomicBool,
     sent: Option<&Sent>,
+    mute: &AtomicBool,
 ) {
     use std::io::{Read, Write};
     from.set_read_timeout(Some(Duration::from_millis(20)))
@@ -1673,10 +1773,18 @@ fn pump(
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if let Some(sent) = sent {
-                    sent.count(&buf[..n]);
+                let lose = sent.is_some_and(|sent| sent.count(&buf[..n]));
+                if lose {
+                    mute.store(true, Ordering::SeqCst);
                 }
-                if to.write_all(&buf[..n]).is_err() {
+                if (sent.is_none() && mute.load(Ordering::SeqCst))
+                    || to.write_all(&buf[..n]).is_err()
+                {
+                    break;
+                }
+                if lose {
+                    // Time for the server to apply it; its answer is dropped meanwhile.
+                    std::thread::sleep(Duration::from_millis(300));
                     break;
                 }
             }
