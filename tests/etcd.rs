@@ -1041,6 +1041,12 @@ async fn etcd_auth_tokens_are_used_refreshed_and_the_password_never_shown() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("user name is empty"), "{err}");
+    // And asked once: with no token to renew, there is nothing to try again with.
+    let link = Forwarder::start(ep.trim_start_matches("http://").parse().unwrap());
+    let anonymous = client(vec![link.url()]);
+    let err = anonymous.get("a/k").await.unwrap_err().to_string();
+    assert!(err.contains("user name is empty"), "{err}");
+    assert_eq!(link.sent.ranges.load(Ordering::SeqCst), 1, "{err}");
 
     let wrong = with(Some("root"), Some("not-the-password"));
     let err = wrong.get("a/k").await.unwrap_err().to_string();
