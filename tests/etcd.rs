@@ -647,6 +647,43 @@ async fn etcd_a_range_read_in_pages_is_one_snapshot() {
 }
 
 #[tokio::test]
+async fn etcd_a_quiet_watch_on_a_healthy_member_is_kept_not_reopened() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let upstream = etcd
+        .endpoint(0)
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let link = Forwarder::start(upstream);
+    let c = client(vec![link.url()]);
+    let raw = client(etcd.endpoints());
+    let mut w = c.watch("quiet/", 0);
+    // Silent for 6.5 s: after 5 s the member is probed with a read, answers, and the
+    // stream stays.
+    assert!(tokio::time::timeout(Duration::from_millis(6500), w.next())
+        .await
+        .is_err());
+    let (watches, probes) = (
+        link.sent.watches.load(Ordering::SeqCst),
+        link.sent.ranges.load(Ordering::SeqCst),
+    );
+    assert_eq!(
+        (watches, probes),
+        (1, 1),
+        "(watch requests, probes) in 6.5 s"
+    );
+    // And it still delivers.
+    raw.put("quiet/k", "v", None).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(3), w.next())
+        .await
+        .expect("the quiet watch delivered nothing")
+        .unwrap();
+    assert_eq!(ev[0].key(), "quiet/k");
+}
+
+#[tokio::test]
 async fn etcd_watch_delivers_in_order_from_a_revision_and_reports_compaction() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
@@ -1655,6 +1692,7 @@ struct Sent {
     keepalives: AtomicUsize,
     ranges: AtomicUsize,
     txns: AtomicUsize,
+    watches: AtomicUsize,
     hold_puts: AtomicBool,
     hold_later_ranges: AtomicBool,
     first_range_passed: AtomicBool,
@@ -1687,6 +1725,7 @@ impl Sent {
         for (needle, n) in [
             (&b"POST /v3/lease/keepalive "[..], &self.keepalives),
             (&b"POST /v3/kv/range "[..], &self.ranges),
+            (&b"POST /v3/watch "[..], &self.watches),
         ] {
             let seen = data.windows(needle.len()).filter(|w| *w == needle).count();
             n.fetch_add(seen, Ordering::SeqCst);
