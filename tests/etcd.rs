@@ -684,6 +684,49 @@ async fn etcd_a_quiet_watch_on_a_healthy_member_is_kept_not_reopened() {
 }
 
 #[tokio::test]
+async fn etcd_a_watch_reconnects_with_a_growing_backoff_and_loses_nothing() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let upstream = etcd
+        .endpoint(0)
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let link = Forwarder::start(upstream);
+    let c = client(vec![link.url()]);
+    let raw = client(etcd.endpoints());
+    let r0 = raw.put("back/a", "1", None).await.unwrap();
+    let mut w = c.watch("back/", r0);
+    let first = tokio::time::timeout(Duration::from_secs(3), w.next())
+        .await
+        .expect("the first event")
+        .unwrap();
+    assert_eq!(first[0].key(), "back/a");
+    // A 3 s outage: reconnection attempts back off 50, 100, 200, 400 then 500 ms apart
+    // (about 8 in 3 s), not in a tight loop; a change made meanwhile arrives after it.
+    link.cut();
+    let before = link.sent.connections.load(Ordering::SeqCst);
+    let (next, ()) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(10), w.next()),
+        async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            raw.put("back/b", "2", None).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            link.restore();
+        }
+    );
+    let tries = link.sent.connections.load(Ordering::SeqCst) - before;
+    let next = next.expect("nothing after the outage").unwrap();
+    assert_eq!(next[0].key(), "back/b");
+    eprintln!("etcd: a watch through a 3 s outage tried {tries} connections");
+    assert!(
+        (3..=20).contains(&tries),
+        "{tries} connection attempts in a 3 s outage"
+    );
+}
+
+#[tokio::test]
 async fn etcd_watch_delivers_in_order_from_a_revision_and_reports_compaction() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
