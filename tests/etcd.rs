@@ -544,6 +544,19 @@ async fn etcd_calls_ride_out_an_outage_shorter_than_twice_the_timeout() {
         took >= Duration::from_millis(3900) && took < Duration::from_secs(7),
         "{took:?}"
     );
+    // A lease revoke that reaches nobody is an error too (only a lease already gone is
+    // not).
+    let quick = Client::new(Options {
+        endpoints: vec![link.url()],
+        timeout: Duration::from_millis(200),
+        username: None,
+        password: None,
+        ca_pem: None,
+        identity_pem: None,
+    })
+    .unwrap();
+    let e = format!("{:#}", quick.lease_revoke(0x1234).await.unwrap_err());
+    assert!(e.contains("no endpoint answered"), "{e}");
 }
 
 #[tokio::test]
