@@ -740,6 +740,50 @@ async fn etcd_a_watch_reconnects_with_a_growing_backoff_and_loses_nothing() {
 }
 
 #[tokio::test]
+async fn etcd_a_watch_on_a_stalled_member_moves_to_another() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let upstream: std::net::SocketAddr = etcd
+        .endpoint(0)
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    // Two ways to the member; the first one stalls (no answer, no close) mid-watch.
+    let (stalls, works) = (Forwarder::start(upstream), Forwarder::start(upstream));
+    let c = client(vec![stalls.url(), works.url()]);
+    let raw = client(etcd.endpoints());
+    let r0 = raw.put("stall/a", "1", None).await.unwrap();
+    let mut w = c.watch("stall/", r0);
+    let first = tokio::time::timeout(Duration::from_secs(3), w.next())
+        .await
+        .expect("the first event")
+        .unwrap();
+    assert_eq!(first[0].key(), "stall/a");
+    assert_eq!(w.endpoint(), Some(stalls.url().as_str()));
+    stalls.sent.freeze.store(true, Ordering::SeqCst);
+    let t = Instant::now();
+    let (next, ()) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(15), w.next()),
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            raw.put("stall/b", "2", None).await.unwrap();
+        }
+    );
+    // Silent for 5 s, the probe finds the member unable to answer; the watch resumes on
+    // the other endpoint with nothing lost.
+    let next = next
+        .expect("the watch stayed on the stalled member")
+        .unwrap();
+    assert_eq!(next[0].key(), "stall/b");
+    assert_eq!(w.endpoint(), Some(works.url().as_str()));
+    eprintln!(
+        "etcd: a watch left a stalled member after {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn etcd_watch_delivers_in_order_from_a_revision_and_reports_compaction() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
@@ -1750,6 +1794,8 @@ struct Sent {
     txns: AtomicUsize,
     watches: AtomicUsize,
     hold_puts: AtomicBool,
+    /// Nothing passes either way, and nothing is closed: a member that stalls.
+    freeze: AtomicBool,
     hold_later_ranges: AtomicBool,
     first_range_passed: AtomicBool,
     lose_txn_answers: AtomicBool,
@@ -1819,7 +1865,10 @@ impl Forwarder {
                         ] {
                             let (c, mute) = (c.clone(), mute.clone());
                             let count = count.cloned();
-                            std::thread::spawn(move || pump(from, to, &c, count.as_deref(), &mute));
+                            let k = k.clone();
+                            std::thread::spawn(move || {
+                                pump(from, to, &c, count.as_deref(), &mute, &k.freeze)
+                            });
                         }
                     }
                     Ok((down, _)) => drop(down),
@@ -1866,12 +1915,17 @@ fn pump(
     cut: &AtomicBool,
     sent: Option<&Sent>,
     mute: &AtomicBool,
+    freeze: &AtomicBool,
 ) {
     use std::io::{Read, Write};
     from.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
     let mut buf = [0u8; 16 * 1024];
     while !cut.load(Ordering::SeqCst) {
+        if freeze.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
