@@ -784,6 +784,44 @@ async fn etcd_a_watch_on_a_stalled_member_moves_to_another() {
 }
 
 #[tokio::test]
+async fn etcd_a_watch_from_now_resumes_after_its_start_not_before() {
+    let Some(etcd) = EtcdCluster::start_single() else {
+        return;
+    };
+    let upstream = etcd
+        .endpoint(0)
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let link = Forwarder::start(upstream);
+    let c = client(vec![link.url()]);
+    let raw = client(etcd.endpoints());
+    let before = raw.put("now/old", "1", None).await.unwrap();
+    let mut w = c.watch("now/", 0);
+    // Connected and created, nothing new yet.
+    assert!(tokio::time::timeout(Duration::from_millis(500), w.next())
+        .await
+        .is_err());
+    assert_eq!(
+        w.revision(),
+        before,
+        "it starts after the revision it was created at"
+    );
+    // A reconnect resumes after that revision: the change made before the watch began is
+    // not delivered now.
+    link.cut();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    link.restore();
+    raw.put("now/new", "2", None).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .expect("nothing after the reconnect")
+        .unwrap();
+    let keys: Vec<&str> = ev.iter().map(|e| e.key()).collect();
+    assert_eq!(keys, ["now/new"]);
+}
+
+#[tokio::test]
 async fn etcd_watch_delivers_in_order_from_a_revision_and_reports_compaction() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
