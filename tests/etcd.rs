@@ -466,12 +466,7 @@ async fn etcd_lock_outlives_a_renewal_that_fails_once() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
     };
-    let upstream = etcd
-        .endpoint(0)
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let link = Forwarder::start(upstream);
+    let link = Forwarder::to(&etcd);
     let holder = client(vec![link.url()]);
     let observer = client(etcd.endpoints());
     // TTL 6 s: renewed every 2 s, each renewal given 2 s, and retried 0.5 s after one
@@ -506,12 +501,7 @@ async fn etcd_calls_ride_out_an_outage_shorter_than_twice_the_timeout() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
     };
-    let upstream = etcd
-        .endpoint(0)
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let link = Forwarder::start(upstream);
+    let link = Forwarder::to(&etcd);
     // Request timeout 2 s: a call keeps trying for 4 s.
     let c = client(vec![link.url()]);
     c.put("out/k", "v", None).await.unwrap();
@@ -564,11 +554,7 @@ async fn etcd_calls_stay_with_the_endpoint_that_answered() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
     };
-    let upstream: std::net::SocketAddr = etcd
-        .endpoint(0)
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let upstream = member_addr(&etcd);
     // Two ways to the same member; the first is down.
     let (down, up) = (Forwarder::start(upstream), Forwarder::start(upstream));
     down.cut();
@@ -591,12 +577,7 @@ async fn etcd_a_transaction_whose_answer_is_lost_is_not_sent_again() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
     };
-    let upstream = etcd
-        .endpoint(0)
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let link = Forwarder::start(upstream);
+    let link = Forwarder::to(&etcd);
     let c = client(vec![link.url()]);
     let raw = client(etcd.endpoints());
     link.sent.lose_txn_answers.store(true, Ordering::SeqCst);
@@ -625,12 +606,7 @@ async fn etcd_a_range_read_in_pages_is_one_snapshot() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
     };
-    let upstream = etcd
-        .endpoint(0)
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let link = Forwarder::start(upstream);
+    let link = Forwarder::to(&etcd);
     let raw = client(etcd.endpoints());
     // 505 keys: a page of 500 and one of 5.
     for i in 0..505 {
@@ -664,12 +640,7 @@ async fn etcd_a_quiet_watch_on_a_healthy_member_is_kept_not_reopened() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
     };
-    let upstream = etcd
-        .endpoint(0)
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let link = Forwarder::start(upstream);
+    let link = Forwarder::to(&etcd);
     let c = client(vec![link.url()]);
     let raw = client(etcd.endpoints());
     let mut w = c.watch("quiet/", 0);
@@ -701,12 +672,7 @@ async fn etcd_a_watch_reconnects_with_a_growing_backoff_and_loses_nothing() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
     };
-    let upstream = etcd
-        .endpoint(0)
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let link = Forwarder::start(upstream);
+    let link = Forwarder::to(&etcd);
     let c = client(vec![link.url()]);
     let raw = client(etcd.endpoints());
     let r0 = raw.put("back/a", "1", None).await.unwrap();
@@ -744,11 +710,7 @@ async fn etcd_a_watch_on_a_stalled_member_moves_to_another() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
     };
-    let upstream: std::net::SocketAddr = etcd
-        .endpoint(0)
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let upstream = member_addr(&etcd);
     // Two ways to the member; the first one stalls (no answer, no close) mid-watch.
     let (stalls, works) = (Forwarder::start(upstream), Forwarder::start(upstream));
     let c = client(vec![stalls.url(), works.url()]);
@@ -788,12 +750,7 @@ async fn etcd_a_watch_from_now_resumes_after_its_start_not_before() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
     };
-    let upstream = etcd
-        .endpoint(0)
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let link = Forwarder::start(upstream);
+    let link = Forwarder::to(&etcd);
     let c = client(vec![link.url()]);
     let raw = client(etcd.endpoints());
     let before = raw.put("now/old", "1", None).await.unwrap();
@@ -1217,7 +1174,7 @@ async fn etcd_auth_tokens_are_used_refreshed_and_the_password_never_shown() {
         .to_string();
     assert!(err.contains("user name is empty"), "{err}");
     // And asked once: with no token to renew, there is nothing to try again with.
-    let link = Forwarder::start(ep.trim_start_matches("http://").parse().unwrap());
+    let link = Forwarder::to(&etcd);
     let anonymous = client(vec![link.url()]);
     let err = anonymous.get("a/k").await.unwrap_err().to_string();
     assert!(err.contains("user name is empty"), "{err}");
@@ -1874,7 +1831,20 @@ impl Sent {
     }
 }
 
+/// The address of `etcd`'s first member.
+fn member_addr(etcd: &EtcdCluster) -> std::net::SocketAddr {
+    etcd.endpoint(0)
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap()
+}
+
 impl Forwarder {
+    /// A forwarder to `etcd`'s first member.
+    fn to(etcd: &EtcdCluster) -> Forwarder {
+        Forwarder::start(member_addr(etcd))
+    }
+
     fn start(upstream: std::net::SocketAddr) -> Forwarder {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -2001,12 +1971,7 @@ async fn etcd_a_leader_cut_off_from_etcd_knows_it_lost_before_another_leads() {
     };
     let ttl = Duration::from_secs(2);
     let wait = Duration::from_millis(500);
-    let upstream = etcd
-        .endpoint(0)
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let link = Forwarder::start(upstream);
+    let link = Forwarder::to(&etcd);
     let a = etcd_store(vec![link.url()], "/cut/");
     let b = etcd_store(etcd.endpoints(), "/cut/");
     let lead = a.try_lead("lb-a", ttl, wait).await.unwrap().unwrap();
@@ -2050,12 +2015,7 @@ async fn etcd_leadership_outlives_a_renewal_that_fails_once() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
     };
-    let upstream = etcd
-        .endpoint(0)
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let link = Forwarder::start(upstream);
+    let link = Forwarder::to(&etcd);
     // Requests time out after 0.5 s, so a call gives up after 1 s.
     let a = etcd_store_with(vec![link.url()], "/blip/", Duration::from_millis(500));
     // TTL 6 s: renewed every 2 s, and retried 0.5 s after a renewal that failed.
@@ -2088,12 +2048,7 @@ async fn etcd_a_follower_waits_for_the_leader_key_on_a_watch_not_by_polling() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
     };
-    let upstream = etcd
-        .endpoint(0)
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let link = Forwarder::start(upstream);
+    let link = Forwarder::to(&etcd);
     let a = etcd_store(etcd.endpoints(), "/wait/");
     let b = etcd_store(vec![link.url()], "/wait/");
     let lead = a
@@ -2123,11 +2078,7 @@ async fn etcd_lock_and_leadership_are_renewed_every_third_of_their_ttl_not_more(
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
     };
-    let upstream: std::net::SocketAddr = etcd
-        .endpoint(0)
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let upstream = member_addr(&etcd);
     let (lock_link, lead_link) = (Forwarder::start(upstream), Forwarder::start(upstream));
     let lock = client(vec![lock_link.url()])
         .lock("locks/pace", 3, Duration::from_secs(5))
@@ -2160,12 +2111,7 @@ async fn etcd_signals_survive_their_lease_lapsing_between_renewal_and_put() {
     let Some(etcd) = EtcdCluster::start_single() else {
         return;
     };
-    let upstream = etcd
-        .endpoint(0)
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let link = Forwarder::start(upstream);
+    let link = Forwarder::to(&etcd);
     let a = etcd_store(vec![link.url()], "/race/");
     let raw = client(etcd.endpoints());
     let key = "/race/autoscale/signals/lb-a";

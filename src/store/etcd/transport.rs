@@ -222,9 +222,9 @@ mod tests {
     use super::super::Options;
     use super::*;
 
-    #[test]
-    fn the_auth_token_is_kept_until_it_is_refused() {
-        let c = Client::new(Options {
+    /// A client with credentials whose endpoint (port 1 on loopback) refuses connections.
+    fn client_with_credentials() -> Client {
+        Client::new(Options {
             endpoints: vec!["http://127.0.0.1:1".into()],
             timeout: Duration::from_millis(100),
             username: Some("root".into()),
@@ -232,7 +232,12 @@ mod tests {
             ca_pem: None,
             identity_pem: None,
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn the_auth_token_is_kept_until_it_is_refused() {
+        let c = client_with_credentials();
         assert_eq!(c.token(), None);
         c.set_token(Some("tok-1".into()));
         assert_eq!(c.token().as_deref(), Some("tok-1"));
@@ -243,15 +248,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_kept_token_is_sent_without_authenticating_again() {
-        let c = Client::new(Options {
-            endpoints: vec!["http://127.0.0.1:1".into()],
-            timeout: Duration::from_millis(100),
-            username: Some("root".into()),
-            password: Some("pw".into()),
-            ca_pem: None,
-            identity_pem: None,
-        })
-        .unwrap();
+        let c = client_with_credentials();
         c.set_token(Some("tok-2".into()));
         // Nothing listens on port 1: had it tried to authenticate, this would fail.
         assert_eq!(c.ensure_token(0).await.unwrap().as_deref(), Some("tok-2"));
