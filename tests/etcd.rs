@@ -32,6 +32,18 @@ fn put_op(key: &str, value: &str) -> Op {
     }
 }
 
+/// Compacts `etcd`'s history up to `revision` (physically: the revisions before it are gone).
+fn compact(etcd: &EtcdCluster, revision: i64) {
+    let (code, body) = post_json(
+        etcd,
+        0,
+        "/v3/kv/compaction",
+        &format!(r#"{{"revision":"{revision}","physical":true}}"#),
+    )
+    .expect("etcd answers");
+    assert_eq!(code, 200, "{body}");
+}
+
 /// Reads events until `done` says so or `deadline` passes; every event with the time it
 /// arrived.
 async fn collect(
@@ -841,14 +853,7 @@ async fn etcd_watch_delivers_in_order_from_a_revision_and_reports_compaction() {
 
     // Compacted history: the watch says so, with the compaction revision.
     let (_, now) = c.range_prefix("w/").await.unwrap();
-    let (code, body) = post_json(
-        &etcd,
-        0,
-        "/v3/kv/compaction",
-        &format!(r#"{{"revision":"{now}","physical":true}}"#),
-    )
-    .unwrap();
-    assert_eq!(code, 200, "{body}");
+    compact(&etcd, now);
     let mut old = c.watch("w/", r0);
     let err = tokio::time::timeout(Duration::from_secs(5), old.next())
         .await
@@ -1512,14 +1517,7 @@ async fn etcd_store_changes_are_the_inventorys_and_survive_a_compaction() {
     raw.put("/chg/acks/lb-a", "[2]", None).await.unwrap();
     store.update(|inv| inv.ids.push(2)).await.unwrap();
     let (_, now) = raw.range_prefix("/chg/").await.unwrap();
-    let (code, body) = post_json(
-        &etcd,
-        0,
-        "/v3/kv/compaction",
-        &format!(r#"{{"revision":"{now}","physical":true}}"#),
-    )
-    .unwrap();
-    assert_eq!(code, 200, "{body}");
+    compact(&etcd, now);
     tokio::time::timeout(Duration::from_secs(3), behind.next())
         .await
         .expect("no notice after the compaction")
